@@ -1,0 +1,100 @@
+//! Administration: accounts made by the operator (CLI `create-user`) and
+//! the shared-secret registration API (`/_synapse/admin/v1/register`, the
+//! protocol Synapse's tools speak, so provisioning scripts and the load
+//! test's seeder work against either server).
+
+use axum::{Json, Router, extract::State, routing::get};
+use hmac::{Hmac, Mac};
+use ruma::OwnedUserId;
+use serde::Deserialize;
+use sha1::Sha1;
+
+use super::{account::{create_account, new_user_id}, session::open_session};
+use crate::{
+    auth::tokens,
+    http::{ApiError, ApiResult},
+    server::Homeserver,
+    storage,
+};
+
+const REGISTER_PATH: &str = "/_synapse/admin/v1/register";
+/// How long a registration nonce stays valid.
+const NONCE_LIFETIME_MS: i64 = 60_000;
+
+pub fn routes(router: axum::Router<Homeserver>) -> Router<Homeserver> {
+    router.route(REGISTER_PATH, get(register_nonce).post(register_with_secret))
+}
+
+/// Creates an account from the operator's command line.
+pub async fn create_user(server: &Homeserver, localpart: &str, password: &str, is_admin: bool) -> ApiResult<OwnedUserId> {
+    let user_id = new_user_id(server, localpart)?;
+    create_account(server, &user_id, password, is_admin).await?;
+    Ok(user_id)
+}
+
+fn shared_secret(server: &Homeserver) -> ApiResult<&str> {
+    server.config.registration.shared_secret.as_deref().ok_or_else(|| ApiError::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::Unknown,
+        "Shared secret registration is not enabled",
+    ))
+}
+
+async fn register_nonce(State(server): State<Homeserver>) -> ApiResult<Json<serde_json::Value>> {
+    shared_secret(&server)?;
+    let nonce = tokens::random_string(32);
+    sqlx::query("INSERT INTO admin_register_nonces (nonce, created_ts) VALUES ($1, $2)")
+        .bind(&nonce)
+        .bind(storage::now_ms())
+        .execute(server.db.any_shard())
+        .await?;
+    Ok(Json(serde_json::json!({ "nonce": nonce })))
+}
+
+#[derive(Deserialize)]
+struct SecretRegistration {
+    nonce: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+    mac: String,
+    #[serde(default)]
+    displayname: Option<String>,
+}
+
+async fn register_with_secret(State(server): State<Homeserver>, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
+    let secret = shared_secret(&server)?;
+    let request: SecretRegistration = serde_json::from_slice(&body).map_err(|err| ApiError::bad_json(err.to_string()))?;
+
+    let fresh: Option<i64> = sqlx::query_scalar("DELETE FROM admin_register_nonces WHERE nonce = $1 RETURNING created_ts")
+        .bind(&request.nonce)
+        .fetch_optional(server.db.any_shard())
+        .await?;
+    if fresh.is_none_or(|created| storage::now_ms() - created >= NONCE_LIFETIME_MS) {
+        return Err(ApiError::forbidden("Unrecognised nonce"));
+    }
+
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(|err| ApiError::Internal(err.into()))?;
+    let admin_flag: &[u8] = if request.admin { b"admin" } else { b"notadmin" };
+    for (i, part) in [request.nonce.as_bytes(), request.username.as_bytes(), request.password.as_bytes(), admin_flag].into_iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\0");
+        }
+        mac.update(part);
+    }
+    let given = hex::decode(&request.mac).map_err(|_| ApiError::forbidden("HMAC incorrect"))?;
+    mac.verify_slice(&given).map_err(|_| ApiError::forbidden("HMAC incorrect"))?;
+
+    let user_id = create_user(&server, &request.username, &request.password, request.admin).await?;
+    if let Some(name) = request.displayname.as_deref() {
+        storage::users::set_displayname(server.db.user_shard(&user_id), &user_id, Some(name)).await?;
+    }
+    let (access_token, device_id) = open_session(&server, &user_id, None, None).await?;
+    Ok(Json(serde_json::json!({
+        "user_id": user_id,
+        "access_token": access_token,
+        "device_id": device_id,
+        "home_server": server.server_name(),
+    })))
+}

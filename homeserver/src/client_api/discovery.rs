@@ -1,0 +1,67 @@
+//! What a client asks before logging in: supported versions, well-known
+//! discovery, support contacts, capabilities.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use ruma::{
+    OwnedUserId, RoomVersionId,
+    api::client::discovery::{
+        discover_homeserver::{self, HomeserverInfo},
+        discover_support::{self, Contact, ContactRole},
+        get_capabilities::{
+            self,
+            v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability},
+        },
+        get_supported_versions,
+    },
+};
+
+use crate::{
+    http::{ApiResult, Args, RouterExt},
+    server::Homeserver,
+};
+
+/// Spec versions we implement; TI-M requires v1.11 or later.
+const VERSIONS: &[&str] = &["v1.11", "v1.12", "v1.13"];
+
+/// Room versions clients may create (TI-M allows 9 and 10; 10 is the default).
+pub const ROOM_VERSIONS: &[RoomVersionId] = &[RoomVersionId::V9, RoomVersionId::V10];
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V10;
+
+pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
+    router
+        .endpoint(versions)
+        .endpoint(well_known_client)
+        .endpoint(well_known_support)
+        .endpoint(capabilities)
+}
+
+async fn versions(_: Homeserver, _: Args<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
+    let mut response = get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    response.unstable_features = BTreeMap::from([("org.matrix.msc3916.stable".to_owned(), true)]);
+    Ok(response)
+}
+
+async fn well_known_client(server: Homeserver, _: Args<discover_homeserver::Request>) -> ApiResult<discover_homeserver::Response> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(server.config.client_base_url())))
+}
+
+async fn well_known_support(server: Homeserver, _: Args<discover_support::Request>) -> ApiResult<discover_support::Response> {
+    let support = &server.config.support;
+    let mut contact = Contact::with_email_address(ContactRole::Admin, support.admin_email.clone().unwrap_or_else(|| format!("admin@{}", server.server_name())));
+    contact.matrix_id = support.admin_matrix_id.as_deref().and_then(|id| OwnedUserId::try_from(id).ok());
+    let mut response = discover_support::Response::with_contacts(vec![contact]);
+    response.support_page = support.support_page.clone();
+    Ok(response)
+}
+
+async fn capabilities(_: Homeserver, _: Args<get_capabilities::v3::Request>) -> ApiResult<get_capabilities::v3::Response> {
+    let mut capabilities = Capabilities::new();
+    capabilities.change_password = ChangePasswordCapability::new(true);
+    capabilities.room_versions = RoomVersionsCapability::new(
+        DEFAULT_ROOM_VERSION,
+        ROOM_VERSIONS.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect(),
+    );
+    Ok(get_capabilities::v3::Response::new(capabilities))
+}

@@ -1,0 +1,95 @@
+//! `/sync` and the filters it uses (`/user/{userId}/filter`).
+
+use std::time::Duration;
+
+use axum::Router;
+use ruma::{
+    api::client::{
+        filter::{FilterDefinition, create_filter, get_filter},
+        sync::sync_events::{self, v3::Filter},
+    },
+    presence::PresenceState,
+};
+
+use super::ephemeral::update_presence;
+use crate::{
+    http::{ApiError, ApiResult, Args, RouterExt},
+    server::Homeserver,
+    storage::{self, account_data},
+    sync::{engine, filter, token::SyncToken},
+};
+
+pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
+    router.endpoint(sync).endpoint(create).endpoint(get)
+}
+
+/// The current positions of every stream this worker serves.
+async fn current_token(server: &Homeserver) -> ApiResult<SyncToken> {
+    let mut positions = Vec::new();
+    for db in server.db.shards() {
+        positions.push(storage::stream::current(db).await?);
+    }
+    Ok(SyncToken { positions, typing: server.typing.version() })
+}
+
+async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiResult<sync_events::v3::Response> {
+    let session = args.session()?;
+    let request = &args.body;
+    let mut since = request.since.as_deref().map(str::parse::<SyncToken>).transpose()?;
+    let definition = match &request.filter {
+        None => FilterDefinition::default(),
+        Some(Filter::FilterDefinition(definition)) => definition.clone(),
+        Some(Filter::FilterId(id)) => filter::resolve(&server, &session.user_id, id).await?,
+        Some(_) => FilterDefinition::default(),
+    };
+    if request.set_presence != PresenceState::Offline {
+        update_presence(&server, &session.user_id, &request.set_presence, None).await?;
+    }
+
+    let max_wait = Duration::from_millis(server.config.limits.max_sync_timeout_ms);
+    let deadline = tokio::time::Instant::now() + request.timeout.unwrap_or_default().min(max_wait);
+    let subscription = server.notifier.subscribe(&session.user_id);
+    loop {
+        // Registered before reading, so a commit in between still wakes us.
+        let notified = subscription.notified();
+        let upto = current_token(&server).await?;
+        let sync_request = engine::SyncRequest {
+            session,
+            since: since.as_ref(),
+            filter: &definition,
+            full_state: request.full_state,
+            state_after: request.use_state_after,
+        };
+        let response = engine::build(&server, &sync_request, &upto).await?;
+        let done = since.is_none() || request.full_state || !engine::is_empty(&response) || tokio::time::Instant::now() >= deadline;
+        if done {
+            return Ok(response);
+        }
+        // Nothing new for this user up to `upto`: wait from there.
+        since = Some(upto);
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let upto = current_token(&server).await?;
+            let sync_request = engine::SyncRequest { session, since: since.as_ref(), filter: &definition, full_state: false, state_after: request.use_state_after };
+            return engine::build(&server, &sync_request, &upto).await;
+        }
+    }
+}
+
+async fn create(server: Homeserver, args: Args<create_filter::v3::Request>) -> ApiResult<create_filter::v3::Response> {
+    let session = args.session()?;
+    if args.body.user_id != session.user_id {
+        return Err(ApiError::forbidden("You may only create filters for yourself"));
+    }
+    let json = serde_json::to_value(&args.body.filter)?;
+    let id = account_data::add_filter(server.db.user_shard(&session.user_id), &session.user_id, &json).await?;
+    Ok(create_filter::v3::Response::new(id.to_string()))
+}
+
+async fn get(server: Homeserver, args: Args<get_filter::v3::Request>) -> ApiResult<get_filter::v3::Response> {
+    let session = args.session()?;
+    if args.body.user_id != session.user_id {
+        return Err(ApiError::forbidden("You may only read your own filters"));
+    }
+    let definition = filter::resolve(&server, &session.user_id, &args.body.filter_id).await?;
+    Ok(get_filter::v3::Response::new(definition))
+}

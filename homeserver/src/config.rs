@@ -1,0 +1,200 @@
+//! The homeserver's configuration: a TOML file, with environment overrides for
+//! the settings that deployments usually inject (`DATABASE_URL`, `REDIS_URL`).
+
+use std::{net::SocketAddr, path::{Path, PathBuf}};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server reads at start.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The `server_name` part of every user id, room alias and signing key.
+    pub server_name: String,
+    /// Where `homeserver serve` listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL clients use to reach this server (for `/.well-known/matrix/client`).
+    #[serde(default)]
+    pub public_baseurl: Option<String>,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// Path of the ed25519 signing key (created by `generate-keys`).
+    pub signing_key_path: PathBuf,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Contacts served at `/.well-known/matrix/support`.
+    #[serde(default)]
+    pub support: SupportConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` of the database.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port`; optional while a single worker serves everything.
+    pub url: Option<String>,
+}
+
+/// Who may create accounts through `POST /register`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Open registration (no token). Off by default: TI-M accounts come from
+    /// the insurer's identity provider or its admins.
+    #[serde(default)]
+    pub enabled: bool,
+    /// When set, `POST /register` accepts `m.login.registration_token` with a
+    /// token from the `registration_tokens` table.
+    #[serde(default)]
+    pub require_token: bool,
+    /// Shared secret for the admin registration API
+    /// (`/_synapse/admin/v1/register`), used by tests and provisioning.
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes (413 `M_TOO_LARGE` above).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Longest `/sync` long-poll a client may ask for, in milliseconds.
+    #[serde(default = "default_max_sync_timeout_ms")]
+    pub max_sync_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: default_max_request_bytes(),
+            max_sync_timeout_ms: default_max_sync_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportConfig {
+    #[serde(default)]
+    pub admin_email: Option<String>,
+    #[serde(default)]
+    pub admin_matrix_id: Option<String>,
+    #[serde(default)]
+    pub support_page: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 8008).into()
+}
+fn default_max_connections() -> u32 {
+    20
+}
+fn default_max_request_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_sync_timeout_ms() -> u64 {
+    60_000
+}
+
+impl Config {
+    /// Reads the file and applies the environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        config.apply_env(|name| std::env::var(name).ok());
+        config.validate()?;
+        // Relative paths in the file are relative to the file, not to
+        // wherever the server was started.
+        if config.signing_key_path.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.signing_key_path = dir.join(&config.signing_key_path);
+        }
+        Ok(config)
+    }
+
+    /// `DATABASE_URL`, `REDIS_URL`, `HOMESERVER_LISTEN` win over the file.
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = var("DATABASE_URL") {
+            self.database.url = url;
+        }
+        if let Some(url) = var("REDIS_URL") {
+            self.redis.url = Some(url);
+        }
+        if let Some(listen) = var("HOMESERVER_LISTEN").and_then(|l| l.parse().ok()) {
+            self.listen = listen;
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        ruma::ServerName::parse(&self.server_name)
+            .with_context(|| format!("server_name {:?} is not a valid server name", self.server_name))?;
+        Ok(())
+    }
+
+    /// A config for local development, as written by `generate-config`
+    /// (the key path is written relative to the config file).
+    pub fn development(server_name: &str, database_url: &str, signing_key_path: PathBuf) -> Self {
+        Self {
+            server_name: server_name.to_owned(),
+            listen: default_listen(),
+            public_baseurl: Some(format!("http://{}", default_listen())),
+            database: DatabaseConfig { url: database_url.to_owned(), max_connections: default_max_connections() },
+            redis: RedisConfig::default(),
+            signing_key_path,
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+            support: SupportConfig {
+                admin_email: Some(format!("admin@{server_name}")),
+                ..SupportConfig::default()
+            },
+        }
+    }
+
+    /// The base URL clients should use.
+    pub fn client_base_url(&self) -> String {
+        self.public_baseurl.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = Config::development("example.org", "postgres://file/db", "k".into());
+        config.apply_env(|name| match name {
+            "DATABASE_URL" => Some("postgres://env/db".into()),
+            "REDIS_URL" => Some("redis://127.0.0.1:6379".into()),
+            _ => None,
+        });
+        assert_eq!(config.database.url, "postgres://env/db");
+        assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn generated_config_round_trips_through_toml() {
+        let config = Config::development("example.org", "postgres://localhost/hs", "signing.key".into());
+        let text = toml::to_string_pretty(&config).unwrap();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.server_name, "example.org");
+        assert_eq!(parsed.listen, default_listen());
+    }
+}

@@ -1,0 +1,40 @@
+//! Who is calling: access tokens from the `Authorization` header (or the
+//! deprecated `access_token` query parameter) resolved to a user and device.
+
+use http::request::Parts;
+use ruma::{OwnedDeviceId, OwnedUserId};
+
+use super::error::{ApiError, ApiResult};
+use crate::{auth::tokens, server::Homeserver, storage};
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_admin: bool,
+}
+
+/// The token the request carries, if any.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        return value.strip_prefix("Bearer ").map(|token| token.trim().to_owned());
+    }
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "access_token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Resolves a token to its session; unknown, revoked or deactivated → 401.
+pub async fn authenticate(server: &Homeserver, token: &str) -> ApiResult<Session> {
+    let Some(user_id) = tokens::user_of_token(tokens::TokenKind::Access, token, server.server_name()) else {
+        return Err(ApiError::unknown_token());
+    };
+    let db = server.db.user_shard(&user_id);
+    match storage::users::session_for_token(db, &tokens::hash(token)).await? {
+        Some(found) if found.user_id == user_id => Ok(found),
+        _ => Err(ApiError::unknown_token()),
+    }
+}

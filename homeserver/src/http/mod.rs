@@ -1,0 +1,12 @@
+//! The HTTP layer: router, request extraction, authentication, errors.
+
+pub mod auth;
+pub mod error;
+pub mod router;
+pub mod ruma;
+
+pub use self::{
+    auth::Session,
+    error::{ApiError, ApiResult},
+    ruma::{Args, RouterExt},
+};

@@ -1,0 +1,27 @@
+//! The router: every endpoint family registers itself; what matches no
+//! route is answered in the Matrix error format.
+
+use axum::{Router, response::IntoResponse};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{Any, CorsLayer},
+    trace::TraceLayer,
+};
+
+use super::error::ApiError;
+use crate::{client_api, server::Homeserver};
+
+pub fn build(server: Homeserver) -> Router {
+    let router = client_api::routes(Router::new());
+    router
+        .fallback(|| async { ApiError::unrecognized() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("request handler panicked");
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        // Web clients (Element Web) call from another origin.
+        .layer(CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any))
+        .with_state(server)
+}

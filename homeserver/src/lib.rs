@@ -1,0 +1,16 @@
+//! TI-Messenger homeserver: the Matrix Client-Server API on PostgreSQL.
+//! See ARCHITECTURE.md for the map of this crate.
+
+pub mod auth;
+pub mod client_api;
+pub mod config;
+pub mod http;
+pub mod push;
+pub mod rooms;
+pub mod server;
+pub mod signing_key;
+pub mod storage;
+pub mod sync;
+
+pub use config::Config;
+pub use server::Homeserver;

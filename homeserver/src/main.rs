@@ -1,0 +1,144 @@
+//! `homeserver`: the command line of the TI-Messenger homeserver.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use homeserver::{Config, Homeserver, client_api::admin, signing_key, storage::Db};
+
+#[derive(Parser)]
+#[command(version, about = "TI-Messenger homeserver (Matrix Client-Server API on PostgreSQL)")]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, global = true, env = "HOMESERVER_CONFIG", default_value = "homeserver.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Client-Server API (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write a development config and a signing key beside it.
+    GenerateConfig {
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/homeserver")]
+        database_url: String,
+        /// Where to write the config.
+        #[arg(long, default_value = "homeserver.toml")]
+        output: PathBuf,
+    },
+    /// Create the signing key named in the config, if it does not exist.
+    GenerateKeys,
+    /// Create an account (the insurer's staff accounts are made this way).
+    CreateUser {
+        localpart: String,
+        #[arg(long)]
+        password: String,
+        /// Make the account a server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create a registration token for `POST /register`.
+    AddRegistrationToken {
+        token: String,
+        /// How many registrations it allows (unlimited when absent).
+        #[arg(long)]
+        uses: Option<i32>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenerateConfig { server_name, database_url, output } => generate_config(&server_name, &database_url, &output),
+        Command::GenerateKeys => {
+            let config = Config::load(&cli.config)?;
+            ensure_signing_key(&config.signing_key_path)
+        }
+        Command::Migrate => {
+            let config = Config::load(&cli.config)?;
+            Db::connect(&config.database).await?.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => serve(Config::load(&cli.config)?).await,
+        Command::CreateUser { localpart, password, admin: is_admin } => {
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
+            let user_id = admin::create_user(&server, &localpart, &password, is_admin).await.map_err(|err| anyhow::anyhow!("{err:?}"))?;
+            println!("{user_id}");
+            Ok(())
+        }
+        Command::AddRegistrationToken { token, uses } => {
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
+            homeserver::storage::uiaa::add_registration_token(server.db.any_shard(), &token, uses).await?;
+            Ok(())
+        }
+    }
+}
+
+fn generate_config(server_name: &str, database_url: &str, output: &Path) -> anyhow::Result<()> {
+    if output.exists() {
+        anyhow::bail!("{} exists; not overwriting it", output.display());
+    }
+    let key_name = format!("{server_name}.signing.key");
+    let key_path = output.with_file_name(&key_name);
+    let config = Config::development(server_name, database_url, key_name.into());
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(output, toml::to_string_pretty(&config)?).with_context(|| format!("writing {}", output.display()))?;
+    ensure_signing_key(&key_path)?;
+    println!("wrote {} and {}", output.display(), key_path.display());
+    Ok(())
+}
+
+fn ensure_signing_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        signing_key::load(path)?;
+        return Ok(());
+    }
+    signing_key::generate(path)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let server = Homeserver::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, server_name = %server.server_name(), "serving the Client-Server API");
+    server.serve(listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,67 @@
+//! The running homeserver: shared state of one worker and its HTTP server.
+
+use std::{ops::Deref, sync::Arc};
+
+use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::Config,
+    signing_key,
+    storage::Db,
+    sync::{notifier::Notifier, typing::Typing},
+};
+
+/// Cheap-to-clone handle on everything a request handler needs.
+#[derive(Clone)]
+pub struct Homeserver(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub signing_key: Ed25519KeyPair,
+    pub notifier: Notifier,
+    pub typing: Typing,
+    server_name: OwnedServerName,
+}
+
+impl Deref for Homeserver {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+}
+
+impl Homeserver {
+    /// Connects to the database, applies migrations and loads the key.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database).await?;
+        db.migrate().await?;
+        let signing_key = signing_key::load(&config.signing_key_path)?;
+        let server_name = ServerName::parse(&config.server_name)?;
+        Ok(Self(Arc::new(Inner {
+            config,
+            db,
+            signing_key,
+            notifier: Notifier::default(),
+            typing: Typing::default(),
+            server_name,
+        })))
+    }
+
+    /// Serves the Client-Server API on `listener` until `shutdown` resolves,
+    /// then finishes the requests in flight.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = crate::http::router::build(self);
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! `room_memberships` (room shard, authoritative) and `user_rooms` (user
+//! shard, the index "rooms of a user").
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+
+/// A membership row of `user_rooms`.
+#[derive(Clone, Debug, FromRow)]
+pub struct UserRoom {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_pos: i64,
+}
+
+impl UserRoom {
+    pub fn room_id(&self) -> Option<OwnedRoomId> {
+        OwnedRoomId::try_from(self.room_id.as_str()).ok()
+    }
+}
+
+/// A membership change, as applied to both tables.
+pub struct MembershipChange<'a> {
+    pub room_id: &'a RoomId,
+    pub user_id: &'a UserId,
+    pub membership: &'a str,
+    pub event_id: &'a str,
+    pub stream_pos: i64,
+    pub displayname: Option<&'a str>,
+    pub avatar_url: Option<&'a str>,
+}
+
+pub async fn set_room_membership(conn: &mut PgConnection, change: &MembershipChange<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, displayname, avatar_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership, event_id = EXCLUDED.event_id,
+            stream_pos = EXCLUDED.stream_pos, displayname = EXCLUDED.displayname, avatar_url = EXCLUDED.avatar_url",
+    )
+    .bind(change.room_id.as_str())
+    .bind(change.user_id.as_str())
+    .bind(change.membership)
+    .bind(change.event_id)
+    .bind(change.stream_pos)
+    .bind(change.displayname)
+    .bind(change.avatar_url)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Updates the user's index; a new membership un-forgets the room.
+pub async fn set_user_room(conn: &mut PgConnection, change: &MembershipChange<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO user_rooms (user_id, room_id, membership, event_id, stream_pos) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, room_id) DO UPDATE SET membership = EXCLUDED.membership, event_id = EXCLUDED.event_id,
+            stream_pos = EXCLUDED.stream_pos, forgotten = FALSE",
+    )
+    .bind(change.user_id.as_str())
+    .bind(change.room_id.as_str())
+    .bind(change.membership)
+    .bind(change.event_id)
+    .bind(change.stream_pos)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The user's membership in a room, from the room's authoritative table.
+pub async fn membership(db: impl PgExecutor<'_>, room_id: &RoomId, user_id: &UserId) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT membership FROM room_memberships WHERE room_id = $1 AND user_id = $2")
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .fetch_optional(db)
+        .await
+}
+
+/// Members of a room with the given membership.
+pub async fn members_with(db: impl PgExecutor<'_>, room_id: &RoomId, memberships: &[&str]) -> sqlx::Result<Vec<OwnedUserId>> {
+    let users: Vec<String> = sqlx::query_scalar(
+        "SELECT user_id FROM room_memberships WHERE room_id = $1 AND membership = ANY($2) ORDER BY user_id",
+    )
+    .bind(room_id.as_str())
+    .bind(memberships)
+    .fetch_all(db)
+    .await?;
+    Ok(users.into_iter().filter_map(|u| OwnedUserId::try_from(u).ok()).collect())
+}
+
+/// Joined members with their room-specific profile.
+pub async fn joined_profiles(db: impl PgExecutor<'_>, room_id: &RoomId) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT user_id, displayname, avatar_url FROM room_memberships WHERE room_id = $1 AND membership = 'join' ORDER BY user_id",
+    )
+    .bind(room_id.as_str())
+    .fetch_all(db)
+    .await
+}
+
+/// `(joined, invited)` member counts.
+pub async fn counts(db: impl PgExecutor<'_>, room_id: &RoomId) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE membership = 'join'), COUNT(*) FILTER (WHERE membership = 'invite')
+         FROM room_memberships WHERE room_id = $1",
+    )
+    .bind(room_id.as_str())
+    .fetch_one(db)
+    .await
+}
+
+/// Rooms of a user (not forgotten), from the user's index.
+pub async fn rooms_of_user(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Vec<UserRoom>> {
+    sqlx::query_as(
+        "SELECT room_id, membership, event_id, stream_pos FROM user_rooms WHERE user_id = $1 AND NOT forgotten",
+    )
+    .bind(user_id.as_str())
+    .fetch_all(db)
+    .await
+}
+
+/// Rooms the user has joined.
+pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Vec<OwnedRoomId>> {
+    let rooms: Vec<String> = sqlx::query_scalar(
+        "SELECT room_id FROM user_rooms WHERE user_id = $1 AND membership = 'join' ORDER BY room_id",
+    )
+    .bind(user_id.as_str())
+    .fetch_all(db)
+    .await?;
+    Ok(rooms.into_iter().filter_map(|r| OwnedRoomId::try_from(r).ok()).collect())
+}
+
+/// Marks a left room forgotten; false if the user is still in it.
+pub async fn forget(db: impl PgExecutor<'_>, user_id: &UserId, room_id: &RoomId) -> sqlx::Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE user_rooms SET forgotten = TRUE WHERE user_id = $1 AND room_id = $2 AND membership IN ('leave', 'ban')",
+    )
+    .bind(user_id.as_str())
+    .bind(room_id.as_str())
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Whether two users share a joined room.
+pub async fn share_a_room(db: impl PgExecutor<'_>, a: &UserId, b: &UserId) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_rooms x JOIN user_rooms y ON x.room_id = y.room_id
+         WHERE x.user_id = $1 AND y.user_id = $2 AND x.membership = 'join' AND y.membership = 'join')",
+    )
+    .bind(a.as_str())
+    .bind(b.as_str())
+    .fetch_one(db)
+    .await
+}

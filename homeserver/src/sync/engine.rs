@@ -1,0 +1,379 @@
+//! Builds `/sync` responses from stream positions.
+//!
+//! A response covers the positions `(since, upto]` of every stream the user
+//! can see: room timelines and state, receipts, typing, account data and
+//! presence. Because every persisted stream shares the database's stream
+//! head (see `storage::stream`), one number per database says exactly what
+//! a client has seen, and a token stays valid on any worker and across
+//! restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    api::client::{
+        filter::{FilterDefinition, RoomEventFilter},
+        sync::sync_events::{
+            UnreadNotificationsCount,
+            v3::{
+                Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Presence, Response,
+                RoomAccountData, RoomSummary, State, StateEvents, Timeline,
+            },
+        },
+    },
+    serde::Raw,
+};
+use serde_json::{Value as JsonValue, json};
+
+use super::{filter::{self, EventFilter as _}, token::SyncToken};
+use crate::{
+    http::{ApiResult, Session},
+    rooms::visibility::HistoryAccess,
+    server::Homeserver,
+    storage::{self, account_data, events, memberships, presence, receipts, events::StoredEvent, memberships::UserRoom},
+};
+
+/// Timeline events per room when the filter names no limit.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+const MAX_TIMELINE_LIMIT: usize = 500;
+/// State shown with an invite (the spec's recommended stripped state).
+const INVITE_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// What one sync request asks for.
+pub struct SyncRequest<'a> {
+    pub session: &'a Session,
+    pub since: Option<&'a SyncToken>,
+    pub filter: &'a FilterDefinition,
+    pub full_state: bool,
+    /// `use_state_after`: send the state at the end of the timeline.
+    pub state_after: bool,
+}
+
+/// The window one response covers.
+struct Window<'a> {
+    request: &'a SyncRequest<'a>,
+    /// Exclusive lower bound; `None` for an initial sync.
+    since: Option<i64>,
+    upto: i64,
+}
+
+impl Window<'_> {
+    fn user(&self) -> &UserId {
+        &self.request.session.user_id
+    }
+    fn room_filter(&self) -> &ruma::api::client::filter::RoomFilter {
+        &self.request.filter.room
+    }
+}
+
+/// Builds the response for the positions `(since, upto]`.
+pub async fn build(server: &Homeserver, request: &SyncRequest<'_>, upto: &SyncToken) -> ApiResult<Response> {
+    let window = Window { request, since: request.since.map(SyncToken::pos), upto: upto.pos() };
+    let user_id = window.user();
+    let mut response = Response::new(upto.to_string());
+
+    let rooms = memberships::rooms_of_user(server.db.user_shard(user_id), user_id).await?;
+    let room_filter = window.room_filter();
+    let rooms: Vec<UserRoom> = rooms
+        .into_iter()
+        .filter(|r| r.stream_pos <= window.upto)
+        .filter(|r| r.room_id().is_some_and(|id| filter::allows_room(room_filter.rooms.as_deref(), &room_filter.not_rooms, &id)))
+        .collect();
+
+    let account_data = account_data::changed_since(server.db.user_shard(user_id), user_id, window.since).await?;
+    let account_data: Vec<_> = account_data.into_iter().filter(|e| e.stream_pos <= window.upto).collect();
+
+    let joined: Vec<&UserRoom> = rooms.iter().filter(|r| r.membership == "join").collect();
+    let changed = rooms_with_news(server, &window, &joined, &account_data, request.since.map(|s| s.typing)).await?;
+    for room in &joined {
+        let Some(room_id) = room.room_id() else { continue };
+        let newly_joined = window.since.is_none_or(|since| room.stream_pos > since);
+        if !(newly_joined || request.full_state || changed.contains(&room_id)) {
+            continue;
+        }
+        let joined_room = joined_room(server, &window, &room_id, room, newly_joined, &account_data, request.since.map(|s| s.typing)).await?;
+        if newly_joined || request.full_state || !joined_room.is_empty() {
+            response.rooms.join.insert(room_id, joined_room);
+        }
+    }
+    for room in rooms.iter().filter(|r| r.membership == "invite" && window.since.is_none_or(|since| r.stream_pos > since)) {
+        let Some(room_id) = room.room_id() else { continue };
+        response.rooms.invite.insert(room_id.clone(), invited_room(server, &room_id, room).await?);
+    }
+    let include_leave = window.since.is_some() || room_filter.include_leave;
+    for room in rooms.iter().filter(|r| matches!(r.membership.as_str(), "leave" | "ban") && include_leave && window.since.is_none_or(|since| r.stream_pos > since)) {
+        let Some(room_id) = room.room_id() else { continue };
+        response.rooms.leave.insert(room_id.clone(), left_room(server, &window, &room_id, room).await?);
+    }
+
+    response.account_data = GlobalAccountData::new();
+    response.account_data.events = account_data
+        .iter()
+        .filter(|e| e.room_id.is_empty() && request.filter.account_data.allows_type(&e.data_type))
+        .map(|e| raw(json!({ "type": e.data_type, "content": e.content })))
+        .collect();
+    if window.since.is_none() && !account_data.iter().any(|e| e.room_id.is_empty() && e.data_type == "m.push_rules") {
+        // Clients read their push rules from account data; a user who never
+        // changed a rule has none stored, so send the defaults.
+        let rules = crate::push::account_data_content(crate::push::ruleset(server.db.user_shard(user_id), user_id).await?)?;
+        response.account_data.events.push(raw(json!({ "type": "m.push_rules", "content": rules })));
+    }
+    response.presence = Presence::new();
+    response.presence.events = presence_events(server, &window, &joined).await?;
+    Ok(response)
+}
+
+fn raw<T>(value: JsonValue) -> Raw<T> {
+    Raw::from_json(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
+}
+
+/// Joined rooms with anything new: events, receipts, room account data,
+/// typing.
+async fn rooms_with_news(server: &Homeserver, window: &Window<'_>, joined: &[&UserRoom], account_data: &[account_data::AccountDataEntry], typing_since: Option<u64>) -> ApiResult<BTreeSet<OwnedRoomId>> {
+    let Some(since) = window.since else { return Ok(BTreeSet::new()) };
+    let room_ids: Vec<OwnedRoomId> = joined.iter().filter_map(|r| r.room_id()).collect();
+    let mut changed = BTreeSet::new();
+    if room_ids.is_empty() {
+        return Ok(changed);
+    }
+    let db = server.db.room_shard(&room_ids[0]);
+    for room in events::rooms_changed_since(db, &room_ids, since).await? {
+        changed.extend(OwnedRoomId::try_from(room).ok());
+    }
+    for receipt in receipts::changed_since(db, &room_ids, Some(since)).await? {
+        if receipt.stream_pos <= window.upto {
+            changed.extend(OwnedRoomId::try_from(receipt.room_id).ok());
+        }
+    }
+    for entry in account_data.iter().filter(|e| !e.room_id.is_empty()) {
+        changed.extend(OwnedRoomId::try_from(entry.room_id.as_str()).ok());
+    }
+    for room_id in &room_ids {
+        if server.typing.changed_since(room_id, typing_since).is_some() {
+            changed.insert(room_id.clone());
+        }
+    }
+    Ok(changed)
+}
+
+async fn joined_room(
+    server: &Homeserver,
+    window: &Window<'_>,
+    room_id: &RoomId,
+    membership: &UserRoom,
+    newly_joined: bool,
+    account_data: &[account_data::AccountDataEntry],
+    typing_since: Option<u64>,
+) -> ApiResult<JoinedRoom> {
+    let db = server.db.room_shard(room_id);
+    let user_id = window.user();
+    let from = if newly_joined { None } else { window.since };
+    let (timeline, timeline_events) = timeline(server, window, room_id, from, window.upto).await?;
+    let state = state_section(server, window, room_id, from, &timeline_events, window.upto, newly_joined || window.request.full_state).await?;
+
+    let mut room = JoinedRoom::new();
+    room.timeline = timeline;
+    room.state = state;
+    room.account_data = RoomAccountData::new();
+    room.account_data.events = account_data
+        .iter()
+        .filter(|e| e.room_id == room_id.as_str() && window.room_filter().account_data.allows_type(&e.data_type))
+        .map(|e| raw(json!({ "type": e.data_type, "content": e.content })))
+        .collect();
+    room.ephemeral = Ephemeral::new();
+    room.ephemeral.events = ephemeral_events(server, window, room_id, from, typing_since).await?;
+
+    let read_upto = receipts::read_up_to(db, room_id, user_id).await?.unwrap_or(membership.stream_pos);
+    let unread = events::count_unread(db, room_id, user_id, read_upto).await?;
+    let mut counts = UnreadNotificationsCount::new();
+    counts.notification_count = Some(UInt::try_from(unread.max(0)).unwrap_or_default());
+    counts.highlight_count = Some(UInt::MIN);
+    room.unread_notifications = counts;
+    room.summary = summary(server, room_id, user_id).await?;
+    Ok(room)
+}
+
+/// The newest events of `(after, upto]` the user may see, oldest first.
+async fn timeline(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, after: Option<i64>, upto: i64) -> ApiResult<(Timeline, Vec<StoredEvent>)> {
+    let db = server.db.room_shard(room_id);
+    let wanted = &window.room_filter().timeline;
+    let limit = wanted.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT)).min(MAX_TIMELINE_LIMIT);
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let newest = events::range(db, room_id, after.unwrap_or(-1), upto, fetch, true).await?;
+    let limited = newest.len() > limit;
+    let access = HistoryAccess::load(db, room_id, window.user()).await?;
+    let mut visible: Vec<StoredEvent> = access
+        .filter(window.user(), newest.into_iter().take(limit).collect())
+        .into_iter()
+        .filter(|e| filter::allows_event(wanted, &e.pdu))
+        .collect();
+    visible.reverse();
+
+    let session = window.request.session;
+    let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
+    let mut timeline = Timeline::new();
+    timeline.limited = limited;
+    let start = visible.first().map_or(upto, |e| e.stream_pos - 1);
+    timeline.prev_batch = Some(SyncToken { positions: vec![start], typing: 0 }.to_string());
+    timeline.events = visible.iter().map(|e| e.to_client(viewer).raw_sync()).collect();
+    Ok((timeline, visible))
+}
+
+/// `state` (before the timeline) or `state_after` (at its end), as the
+/// client asked; a delta since the last sync unless `full`; with lazy
+/// loading only the members the timeline mentions.
+async fn state_section(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, since: Option<i64>, timeline: &[StoredEvent], upto: i64, full: bool) -> ApiResult<State> {
+    let db = server.db.room_shard(room_id);
+    let at = if window.request.state_after { upto } else { timeline.first().map_or(upto, |e| e.stream_pos - 1) };
+    let changed_after = if full { None } else { since };
+    let wanted = &window.room_filter().state;
+    let lazy = !wanted.lazy_load_options.is_disabled();
+
+    let is_member = |e: &StoredEvent| e.pdu.get("type").and_then(JsonValue::as_str) == Some("m.room.member");
+    let mut state: Vec<StoredEvent> = events::state_at(db, room_id, at, changed_after).await?;
+    if lazy {
+        let mut needed: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).collect();
+        needed.insert(window.user().as_str());
+        let members = events::state_at(db, room_id, at, None).await?;
+        state.retain(|e| !is_member(e));
+        state.extend(members.into_iter().filter(|e| is_member(e) && e.pdu.get("state_key").and_then(JsonValue::as_str).is_some_and(|k| needed.contains(k))));
+    }
+    if !window.request.state_after {
+        let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
+        state.retain(|e| !in_timeline.contains(e.event_id.as_str()));
+    }
+    state.retain(|e| filter::allows_event(&state_filter_without_limit(wanted), &e.pdu));
+    let events = state.iter().map(|e| e.to_client(None).raw_sync()).collect();
+    Ok(if window.request.state_after { State::After(StateEvents::new_with(events)) } else { State::Before(StateEvents::new_with(events)) })
+}
+
+fn state_filter_without_limit(wanted: &RoomEventFilter) -> RoomEventFilter {
+    let mut filter = wanted.clone();
+    filter.limit = None;
+    filter
+}
+
+trait StateEventsExt {
+    fn new_with(events: Vec<Raw<ruma::events::AnySyncStateEvent>>) -> Self;
+}
+
+impl StateEventsExt for StateEvents {
+    fn new_with(events: Vec<Raw<ruma::events::AnySyncStateEvent>>) -> Self {
+        let mut state = StateEvents::new();
+        state.events = events;
+        state
+    }
+}
+
+/// Receipts and typing for a joined room.
+async fn ephemeral_events(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, since: Option<i64>, typing_since: Option<u64>) -> ApiResult<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
+    let db = server.db.room_shard(room_id);
+    let mut out = Vec::new();
+    let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, JsonValue>>> = BTreeMap::new();
+    for receipt in receipts::changed_since(db, std::slice::from_ref(&room_id.to_owned()), since).await? {
+        if receipt.stream_pos > window.upto || (receipt.receipt_type == "m.read.private" && receipt.user_id != window.user().as_str()) {
+            continue;
+        }
+        let mut data = json!({ "ts": receipt.ts });
+        if !receipt.thread_id.is_empty() {
+            data["thread_id"] = receipt.thread_id.clone().into();
+        }
+        content.entry(receipt.event_id).or_default().entry(receipt.receipt_type).or_default().insert(receipt.user_id, data);
+    }
+    if !content.is_empty() {
+        out.push(raw(json!({ "type": "m.receipt", "content": content })));
+    }
+    let typing_since = if since.is_none() { None } else { typing_since };
+    if let Some(users) = server.typing.changed_since(room_id, typing_since) {
+        out.push(raw(json!({ "type": "m.typing", "content": { "user_ids": users } })));
+    }
+    Ok(out)
+}
+
+/// Heroes and member counts, for clients to name the room.
+async fn summary(server: &Homeserver, room_id: &RoomId, user_id: &UserId) -> ApiResult<RoomSummary> {
+    let db = server.db.room_shard(room_id);
+    let (joined, invited) = memberships::counts(db, room_id).await?;
+    let mut summary = RoomSummary::new();
+    summary.joined_member_count = UInt::try_from(joined).ok();
+    summary.invited_member_count = UInt::try_from(invited).ok();
+    summary.heroes = memberships::members_with(db, room_id, &["join", "invite"]).await?.into_iter().filter(|u| u != user_id).take(5).collect();
+    Ok(summary)
+}
+
+/// An invite with the room's stripped state.
+async fn invited_room(server: &Homeserver, room_id: &RoomId, membership: &UserRoom) -> ApiResult<InvitedRoom> {
+    let db = server.db.room_shard(room_id);
+    let state = events::state_at(db, room_id, membership.stream_pos, None).await?;
+    let events = state
+        .iter()
+        .filter(|e| {
+            let kind = e.pdu.get("type").and_then(JsonValue::as_str).unwrap_or_default();
+            INVITE_STATE_TYPES.contains(&kind) || e.event_id == membership.event_id
+        })
+        .map(|e| raw(json!({ "type": e.pdu["type"], "state_key": e.pdu["state_key"], "content": e.pdu["content"], "sender": e.pdu["sender"] })))
+        .collect();
+    let mut invite_state = InviteState::new();
+    invite_state.events = events;
+    let mut room = InvitedRoom::new();
+    room.invite_state = invite_state;
+    Ok(room)
+}
+
+/// A room the user left (or was kicked or banned from): the timeline up to
+/// the leave.
+async fn left_room(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, membership: &UserRoom) -> ApiResult<LeftRoom> {
+    let upto = membership.stream_pos.min(window.upto);
+    let (timeline, timeline_events) = timeline(server, window, room_id, window.since, upto).await?;
+    let mut room = LeftRoom::new();
+    room.state = state_section(server, window, room_id, window.since, &timeline_events, upto, window.since.is_none()).await?;
+    room.timeline = timeline;
+    Ok(room)
+}
+
+/// Presence changes of the user and of everyone sharing a joined room.
+async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&UserRoom]) -> ApiResult<Vec<Raw<ruma::events::presence::PresenceEvent>>> {
+    if !window.request.filter.presence.allows_type("m.presence") {
+        return Ok(Vec::new());
+    }
+    let mut users: BTreeSet<OwnedUserId> = BTreeSet::from([window.user().to_owned()]);
+    for room in joined {
+        if let Some(room_id) = room.room_id() {
+            users.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
+        }
+    }
+    let users: Vec<String> = users.into_iter().filter(|u| window.request.filter.presence.allows_sender(u.as_str())).map(|u| u.to_string()).collect();
+    let now = storage::now_ms();
+    let rows = presence::changed_since(server.db.user_shard(window.user()), &users, window.since).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|row| row.stream_pos <= window.upto)
+        .map(|row| {
+            let ago = (now - row.last_active_ts).max(0);
+            raw(json!({
+                "type": "m.presence",
+                "sender": row.user_id,
+                "content": {
+                    "presence": row.presence,
+                    "status_msg": row.status_msg,
+                    "last_active_ago": ago,
+                    "currently_active": row.presence == "online" && ago < 300_000,
+                },
+            }))
+        })
+        .collect())
+}
+
+/// Whether a response carries nothing for the client (a long-poll keeps
+/// waiting then).
+pub fn is_empty(response: &Response) -> bool {
+    response.rooms.is_empty() && response.presence.is_empty() && response.account_data.is_empty()
+}

@@ -1,0 +1,115 @@
+//! Typing notifications: ephemeral, kept in memory with a timeout, never
+//! persisted. Each change bumps a version that sync tokens carry, so a sync
+//! sends a room's typing list only when it changed.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+/// Longest typing timeout a client may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct RoomTyping {
+    users: HashMap<OwnedUserId, Instant>,
+    /// Version at which this room's list last changed.
+    changed_at: u64,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<OwnedRoomId, RoomTyping>,
+    version: u64,
+}
+
+/// Who is typing where, on this worker.
+#[derive(Default)]
+pub struct Typing {
+    state: Mutex<State>,
+}
+
+impl Typing {
+    /// Sets or clears a user's typing flag; returns whether the list changed.
+    pub fn set(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) -> bool {
+        let mut state = self.state.lock().expect("typing lock poisoned");
+        let now = Instant::now();
+        state.expire(room_id, now);
+        let next_version = state.version + 1;
+        let room = state.rooms.entry(room_id.to_owned()).or_default();
+        let changed = match timeout {
+            Some(timeout) => room.users.insert(user_id.to_owned(), now + timeout.min(MAX_TIMEOUT)).is_none(),
+            None => room.users.remove(user_id).is_some(),
+        };
+        if changed {
+            room.changed_at = next_version;
+            state.version = next_version;
+        }
+        changed
+    }
+
+    /// The current version (for a sync token).
+    pub fn version(&self) -> u64 {
+        self.state.lock().expect("typing lock poisoned").version
+    }
+
+    /// The users typing in `room_id` if the list changed after `since`
+    /// (always when `since` is `None`, or when the token comes from before a
+    /// restart and is ahead of us).
+    pub fn changed_since(&self, room_id: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+        let mut state = self.state.lock().expect("typing lock poisoned");
+        let current = state.version;
+        state.expire(room_id, Instant::now());
+        let room = state.rooms.get(room_id)?;
+        let changed = match since {
+            None => !room.users.is_empty(),
+            Some(since) => room.changed_at > since || since > current,
+        };
+        changed.then(|| room.users.keys().cloned().collect())
+    }
+}
+
+impl State {
+    /// Drops expired entries of one room, bumping the version if any expired.
+    fn expire(&mut self, room_id: &RoomId, now: Instant) {
+        let next_version = self.version + 1;
+        let Some(room) = self.rooms.get_mut(room_id) else { return };
+        let before = room.users.len();
+        room.users.retain(|_, until| *until > now);
+        if room.users.len() != before {
+            room.changed_at = next_version;
+            self.version = next_version;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_changes_are_versioned() {
+        let typing = Typing::default();
+        let room = ruma::room_id!("!r:example.org");
+        let alice = ruma::user_id!("@alice:example.org");
+        assert!(typing.set(room, alice, Some(Duration::from_secs(30))));
+        let v1 = typing.version();
+        assert_eq!(typing.changed_since(room, Some(0)).unwrap().len(), 1);
+        assert!(typing.changed_since(room, Some(v1)).is_none());
+        assert!(!typing.set(room, alice, Some(Duration::from_secs(30))), "refresh is no change");
+        assert!(typing.set(room, alice, None));
+        assert_eq!(typing.changed_since(room, Some(v1)).unwrap(), Vec::<OwnedUserId>::new());
+    }
+
+    #[test]
+    fn expired_typing_disappears() {
+        let typing = Typing::default();
+        let room = ruma::room_id!("!r:example.org");
+        typing.set(room, ruma::user_id!("@a:example.org"), Some(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(typing.changed_since(room, Some(1)).unwrap(), Vec::<OwnedUserId>::new());
+    }
+}

@@ -1,0 +1,343 @@
+//! The integration-test harness: a real homeserver on a loopback port, on a
+//! database of its own, driven over HTTP by raw requests ([`api`]) or by
+//! matrix-sdk clients ([`matrix`]).
+//!
+//! Every test starts its own [`TestServer`]; nothing is shared between tests,
+//! so they run in parallel (nextest runs each in its own process).
+
+// Each test file compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
+
+pub mod api;
+pub mod database;
+pub mod matrix;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use hmac::{Hmac, Mac as _};
+use homeserver::{Config, Homeserver};
+use serde_json::{Value, json};
+use sha1::Sha1;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+use self::{api::Api, database::TestDatabase};
+
+/// Server name of every test server (user ids are `@name:localhost`).
+pub const SERVER_NAME: &str = "localhost";
+/// Secret of the admin registration API on every test server.
+const SHARED_SECRET: &str = "integration-test-shared-secret";
+/// How long a graceful stop may take before the test fails.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The password [`TestServer::matrix_client`] and friends give `name`.
+pub fn password_of(name: &str) -> String {
+    format!("{name}-correct-horse-battery")
+}
+
+/// `@name:localhost`.
+pub fn user_id(name: &str) -> String {
+    format!("@{name}:{SERVER_NAME}")
+}
+
+/// A homeserver serving on `127.0.0.1:<port>` until dropped.
+pub struct TestServer {
+    config: Config,
+    addr: SocketAddr,
+    server: Homeserver,
+    running: Option<Running>,
+    api: Api,
+    /// Dropped after the server is stopped (field order).
+    _key_dir: KeyDir,
+    _database: TestDatabase,
+}
+
+/// The serving task and the switch that stops it.
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A user created through the admin API, with the session that created it.
+#[derive(Clone, Debug)]
+pub struct RegisteredUser {
+    pub name: String,
+    pub user_id: String,
+    pub password: String,
+    pub access_token: String,
+    pub device_id: String,
+}
+
+impl TestServer {
+    /// A server with the test defaults: open registration (`m.login.dummy`)
+    /// and the shared-secret admin API.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose config `configure` adjusts after the test defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let database = TestDatabase::create().await;
+        let key_dir = KeyDir::create();
+        let key_path = key_dir.0.join("signing.key");
+        homeserver::signing_key::generate(&key_path).expect("writing the signing key");
+
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("binding a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let base_url = format!("http://{addr}");
+
+        let mut config = Config::development(SERVER_NAME, database.url(), key_path);
+        config.listen = addr;
+        config.public_baseurl = Some(base_url.clone());
+        config.database.max_connections = 5;
+        config.registration.enabled = true;
+        config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
+        configure(&mut config);
+
+        let server = Homeserver::start(config.clone()).await.expect("starting the homeserver");
+        let running = serve(server.clone(), listener);
+        Self { config, addr, server, running: Some(running), api: Api::new(base_url), _key_dir: key_dir, _database: database }
+    }
+
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The running server's handle (database, notifier, config).
+    pub fn server(&self) -> &Homeserver {
+        &self.server
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Raw HTTP, without a token.
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    /// Raw HTTP as the holder of `token`.
+    pub fn api_as(&self, token: &str) -> Api {
+        self.api.with_token(token)
+    }
+
+    /// Stops the server gracefully (requests in flight finish) and starts it
+    /// again on the same database, signing key and port, as an operator's
+    /// restart would: tokens, sessions and clients stay valid.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = bind_again(self.addr).await;
+        self.server = Homeserver::start(self.config.clone()).await.expect("restarting the homeserver");
+        self.running = Some(serve(self.server.clone(), listener));
+    }
+
+    /// Stops serving, waiting for the requests in flight.
+    pub async fn stop(&mut self) {
+        let Some(Running { shutdown, task }) = self.running.take() else { return };
+        let _ = shutdown.send(());
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => panic!("the server failed while serving: {err:#}"),
+            Ok(Err(join_error)) => panic!("the serving task failed: {join_error}"),
+            Err(_) => panic!("the server did not stop within {SHUTDOWN_TIMEOUT:?}"),
+        }
+    }
+
+    /// Creates an account through the shared-secret admin API
+    /// (`/_synapse/admin/v1/register`) with the password [`password_of`].
+    pub async fn register_user(&self, name: &str) -> RegisteredUser {
+        self.register_user_with_password(name, &password_of(name)).await
+    }
+
+    pub async fn register_user_with_password(&self, name: &str, password: &str) -> RegisteredUser {
+        let nonce = self.api.get("/_synapse/admin/v1/register").await.str("nonce");
+        let mut mac = Hmac::<Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).expect("HMAC takes any key length");
+        for (i, part) in [nonce.as_str(), name, password, "notadmin"].into_iter().enumerate() {
+            if i > 0 {
+                mac.update(b"\0");
+            }
+            mac.update(part.as_bytes());
+        }
+        let reply = self
+            .api
+            .post(
+                "/_synapse/admin/v1/register",
+                json!({
+                    "nonce": nonce,
+                    "username": name,
+                    "password": password,
+                    "admin": false,
+                    "mac": hex::encode(mac.finalize().into_bytes()),
+                }),
+            )
+            .await;
+        reply.ok();
+        RegisteredUser {
+            name: name.to_owned(),
+            user_id: reply.str("user_id"),
+            password: password.to_owned(),
+            access_token: reply.str("access_token"),
+            device_id: reply.str("device_id"),
+        }
+    }
+
+    /// `POST /login` with a password; returns the whole answer.
+    pub async fn login(&self, name: &str, password: &str) -> api::Reply {
+        self.api
+            .post(
+                "/_matrix/client/v3/login",
+                json!({
+                    "type": "m.login.password",
+                    "identifier": { "type": "m.id.user", "user": name },
+                    "password": password,
+                }),
+            )
+            .await
+    }
+
+    /// A new session (device) of a user; panics unless the login succeeds.
+    pub async fn login_token(&self, name: &str, password: &str) -> String {
+        let reply = self.login(name, password).await;
+        reply.ok();
+        reply.str("access_token")
+    }
+
+    /// Registers `name` and logs in with matrix-sdk (a device of its own).
+    pub async fn matrix_client(&self, name: &str) -> matrix_sdk::Client {
+        self.register_user(name).await;
+        self.matrix_login(name, &password_of(name)).await
+    }
+
+    /// A matrix-sdk client logged in to an existing account.
+    pub async fn matrix_login(&self, name: &str, password: &str) -> matrix_sdk::Client {
+        let client = matrix::client(&self.base_url()).await;
+        client
+            .matrix_auth()
+            .login_username(name, password)
+            .initial_device_display_name(&format!("{name}'s test client"))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("matrix-sdk login of {name}: {err}"));
+        client
+    }
+
+    /// How many users have a `/sync` long-polling on this server right now.
+    pub fn waiting_syncs(&self) -> usize {
+        self.server.notifier.waiting_users()
+    }
+
+    /// Waits (up to `within`) until at least one `/sync` is long-polling, so
+    /// that what a test does next has to wake it rather than be found by it.
+    /// Returns whether one was seen; a server that answers `/sync` without
+    /// waiting simply never shows one.
+    pub async fn wait_for_waiting_sync(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.waiting_syncs() > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(Running { shutdown, task }) = self.running.take() {
+            let _ = shutdown.send(());
+            task.abort();
+        }
+    }
+}
+
+fn serve(server: Homeserver, listener: TcpListener) -> Running {
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Running { shutdown, task }
+}
+
+/// Binds `addr` again after a stop. The old socket is closed by then; retry
+/// briefly in case the kernel has not released it yet.
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(err) if Instant::now() < deadline => {
+                tracing::debug!(%addr, %err, "port not free yet");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("binding {addr} again after the restart: {err}"),
+        }
+    }
+}
+
+/// A private directory for the signing key, removed on drop.
+struct KeyDir(PathBuf);
+
+impl KeyDir {
+    fn create() -> Self {
+        let name = format!("hs-test-{}-{}", std::process::id(), homeserver::auth::tokens::random_string(10));
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).expect("creating the key directory");
+        Self(dir)
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Default log filter: the server's own logs and warnings of everything
+/// else. matrix-sdk's request errors are left out: they reach the test as
+/// `Err` values anyway, and missing optional endpoints (E2EE keys, …) would
+/// bury the server's lines.
+const DEFAULT_LOG_FILTER: &str = "warn,homeserver=info,matrix_sdk::http_client=off,matrix_sdk::encryption=error,matrix_sdk_crypto=error";
+
+/// Server and client logs in the test's output (shown for failing tests).
+/// `RUST_LOG` overrides the default filter.
+fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// Polls `check` until it yields a value, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `m.room.message` bodies among raw client events, in order.
+pub fn message_bodies<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! A restart loses nothing: sync tokens from before it stay valid, syncing
+//! from one returns exactly what happened after it, and long-polling works
+//! again at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    TestServer,
+    api::{enc, sync_timeline},
+    matrix::{self, sync_until, timeline, wait_for_message},
+    message_bodies, user_id,
+};
+use matrix_sdk::ruma::OwnedUserId;
+use serde_json::{Value, json};
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_tokens_survive_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.register_user("alice").await;
+    let alice_api = server.api_as(&alice.access_token);
+    let bob = server.matrix_client("bob").await;
+    let bob_id = OwnedUserId::try_from(user_id("bob")).expect("a valid user id");
+
+    let room_id = alice_api.create_room(json!({ "invite": [bob_id] })).await;
+    let matrix_room_id = matrix_sdk::ruma::OwnedRoomId::try_from(room_id.as_str()).expect("a valid room id");
+    sync_until(&bob, SOON, "the invite", |response| response.rooms.invited.contains_key(&matrix_room_id)).await;
+    bob.join_room_by_id(&matrix_room_id).await.expect("joining");
+    let before: Vec<String> = (1..=3).map(|i| format!("before the restart {i}")).collect();
+    for body in &before {
+        alice_api.send_text(&room_id, body).await.ok();
+    }
+    let token = alice_api.sync(None, 0).await.str("next_batch");
+    wait_for_message(&bob, &matrix_room_id, &before[2], SOON).await;
+
+    server.restart().await;
+
+    // The old token is valid and nothing happened since.
+    let quiet = alice_api.sync(Some(&token), 0).await;
+    assert_eq!(sync_timeline(quiet.ok(), &room_id), Vec::<Value>::new(), "events before the token came back: {quiet}");
+
+    // Nothing was lost.
+    let history = alice_api.messages(&room_id, "dir=b&limit=100").await;
+    let mut bodies = message_bodies(history.ok()["chunk"].as_array().into_iter().flatten());
+    bodies.reverse();
+    assert_eq!(bodies, before, "history after the restart: {history}");
+
+    // From the old token comes exactly what is new, as often as it is asked.
+    let new_event = alice_api.send_text(&room_id, "after the restart").await.str("event_id");
+    for _ in 0..2 {
+        let resumed = alice_api.sync(Some(&token), 0).await;
+        let events = sync_timeline(resumed.ok(), &room_id);
+        let ids: Vec<&str> = events.iter().filter_map(|event| event["event_id"].as_str()).collect();
+        assert_eq!(ids, [new_event.as_str()], "sync from the pre-restart token: {resumed}");
+    }
+
+    // Long-polling wakes up on the restarted server.
+    let next = alice_api.sync(Some(&token), 0).await.str("next_batch");
+    let waiting = tokio::spawn({
+        let api = alice_api.clone();
+        async move { api.sync(Some(&next), 10_000).await }
+    });
+    server.wait_for_waiting_sync(Duration::from_secs(1)).await;
+    alice_api.send_text(&room_id, "live after the restart").await.ok();
+    let woken = tokio::time::timeout(SOON, waiting).await.expect("the long-poll returned").expect("the long-poll task");
+    assert_eq!(message_bodies(&sync_timeline(woken.ok(), &room_id)), ["live after the restart"], "{woken}");
+
+    // A matrix-sdk client carries on from its stored token: only the new messages.
+    let seen = sync_until(&bob, SOON, "the messages after the restart", |response| {
+        message_bodies(&timeline(response, &matrix_room_id)).iter().any(|body| body == "live after the restart")
+    })
+    .await;
+    let bob_bodies: Vec<String> = seen.iter().flat_map(|response| message_bodies(&timeline(response, &matrix_room_id))).collect();
+    assert_eq!(bob_bodies, ["after the restart", "live after the restart"], "Bob's syncs after the restart");
+    matrix::sync_now(&bob).await;
+}
+
+#[tokio::test]
+async fn typing_after_a_restart_reaches_old_tokens() {
+    let mut server = TestServer::start().await;
+    let alice = server.register_user("alice").await;
+    let bob = server.register_user("bob").await;
+    let (alice_api, bob_api) = (server.api_as(&alice.access_token), server.api_as(&bob.access_token));
+    let room_id = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
+    bob_api.join(&room_id).await.ok();
+    let typing_path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room_id), enc(&alice.user_id));
+
+    // Typing state is in memory: these versions die with the process, the
+    // token that carries them does not.
+    for typing in [true, false, true, false] {
+        alice_api.put(&typing_path, json!({ "typing": typing, "timeout": 30_000 })).await.ok();
+    }
+    let token = bob_api.sync(None, 0).await.str("next_batch");
+
+    server.restart().await;
+
+    alice_api.put(&typing_path, json!({ "typing": true, "timeout": 30_000 })).await.ok();
+    let reply = bob_api.sync(Some(&token), 0).await;
+    let typing = reply.ok()["rooms"]["join"][&room_id]["ephemeral"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|event| event["type"] == "m.typing"))
+        .unwrap_or_else(|| panic!("no m.typing for a pre-restart token: {reply}"));
+    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]), "{reply}");
+}
