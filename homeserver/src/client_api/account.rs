@@ -6,7 +6,7 @@ use ruma::{
     OwnedUserId, UserId,
     api::{
         client::account::{
-            change_password, check_registration_token_validity, deactivate, get_username_availability,
+            change_password, check_registration_token_validity, deactivate, get_3pids, get_username_availability,
             register::{self, RegistrationKind},
             whoami, ThirdPartyIdRemovalStatus,
         },
@@ -31,6 +31,7 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
         .endpoint(deactivate)
         .endpoint(username_available)
         .endpoint(registration_token_validity)
+        .endpoint(third_party_ids)
 }
 
 /// A new local user id from a requested username: lowercase, the spec's
@@ -154,4 +155,11 @@ async fn registration_token_validity(
     }
     let valid = storage::uiaa::registration_token_valid(server.db.any_shard(), &args.body.token).await?;
     Ok(check_registration_token_validity::v1::Response::new(valid))
+}
+
+/// Accounts carry no e-mail addresses or phone numbers (identities come
+/// from the insurer's IdP); clients still ask, so the list is empty.
+async fn third_party_ids(_: Homeserver, args: Args<get_3pids::v3::Request>) -> ApiResult<get_3pids::v3::Response> {
+    args.session()?;
+    Ok(get_3pids::v3::Response::new(Vec::new()))
 }

@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use axum::Router;
 use ruma::{
     OwnedUserId, RoomVersionId,
-    api::client::discovery::{
-        discover_homeserver::{self, HomeserverInfo},
-        discover_support::{self, Contact, ContactRole},
-        get_capabilities::{
-            self,
-            v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability},
+    api::client::{
+        discovery::{
+            discover_homeserver::{self, HomeserverInfo},
+            discover_support::{self, Contact, ContactRole},
+            get_capabilities::{
+                self,
+                v3::{Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability},
+            },
+            get_supported_versions,
         },
-        get_supported_versions,
+        thirdparty::get_protocols,
     },
 };
 
@@ -35,6 +38,7 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
         .endpoint(well_known_client)
         .endpoint(well_known_support)
         .endpoint(capabilities)
+        .endpoint(third_party_protocols)
 }
 
 async fn versions(_: Homeserver, _: Args<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
@@ -64,4 +68,11 @@ async fn capabilities(_: Homeserver, _: Args<get_capabilities::v3::Request>) -> 
         ROOM_VERSIONS.iter().map(|v| (v.clone(), RoomVersionStability::Stable)).collect(),
     );
     Ok(get_capabilities::v3::Response::new(capabilities))
+}
+
+/// No third-party networks are bridged through the directory (the KIM
+/// bridge works through room invites), so the list is empty.
+async fn third_party_protocols(_: Homeserver, args: Args<get_protocols::v3::Request>) -> ApiResult<get_protocols::v3::Response> {
+    args.session()?;
+    Ok(get_protocols::v3::Response::new(Default::default()))
 }

@@ -100,6 +100,28 @@ impl Api {
         self.get(&format!("/_matrix/client/v3/sync?timeout={timeout_ms}{since}")).await
     }
 
+    /// Long-polls `/sync` from `since`, following `next_batch`, until `done`
+    /// accepts an answer, for at most `within`; returns every answer, the
+    /// accepted one last. An early answer with nothing in it is allowed by
+    /// the spec, so it is simply followed by the next poll.
+    pub async fn sync_until(&self, since: &str, within: std::time::Duration, mut done: impl FnMut(&Reply) -> bool) -> Vec<Reply> {
+        let deadline = std::time::Instant::now() + within;
+        let mut since = since.to_owned();
+        let mut replies = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!remaining.is_zero(), "/sync: nothing accepted within {within:?}; answers: {}", replies.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+            let timeout_ms = remaining.min(std::time::Duration::from_secs(2)).as_millis() as u64;
+            let reply = self.sync(Some(&since), timeout_ms).await;
+            since = reply.str("next_batch");
+            let accepted = done(&reply);
+            replies.push(reply);
+            if accepted {
+                return replies;
+            }
+        }
+    }
+
     /// `GET /rooms/{room_id}/messages` with the given query (`dir=b&limit=10`, …).
     pub async fn messages(&self, room_id: &str, params: &str) -> Reply {
         self.get(&format!("/_matrix/client/v3/rooms/{}/messages?{params}", enc(room_id))).await
