@@ -30,6 +30,8 @@ pub struct Config {
     /// Contacts served at `/.well-known/matrix/support`.
     #[serde(default)]
     pub support: SupportConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -97,6 +99,76 @@ pub struct SupportConfig {
     pub support_page: Option<String>,
 }
 
+/// The media repository: uploads, downloads, thumbnails.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Directory of the filesystem content store (relative paths are
+    /// relative to the config file).
+    #[serde(default = "default_media_store_path")]
+    pub store_path: PathBuf,
+    /// Largest upload accepted, in bytes (413 `M_TOO_LARGE` above);
+    /// advertised to clients as `m.upload.size`. Separate from
+    /// `limits.max_request_bytes`, which bounds JSON bodies.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
+    /// The thumbnails the server makes. A request is answered with the
+    /// smallest offered size at least as large, so the number of
+    /// thumbnails per upload stays bounded whatever clients ask for.
+    #[serde(default = "default_thumbnail_sizes")]
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// How many ids from `POST /_matrix/media/v1/create` a user may hold
+    /// without content at once (429 `M_LIMIT_EXCEEDED` above).
+    #[serde(default = "default_max_pending_uploads")]
+    pub max_pending_uploads: u32,
+    /// How long such an id stays reserved without content, in seconds.
+    #[serde(default = "default_unused_upload_expiry_secs")]
+    pub unused_upload_expiry_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            store_path: default_media_store_path(),
+            max_upload_bytes: default_max_upload_bytes(),
+            thumbnail_sizes: default_thumbnail_sizes(),
+            max_pending_uploads: default_max_pending_uploads(),
+            unused_upload_expiry_secs: default_unused_upload_expiry_secs(),
+        }
+    }
+}
+
+/// One offered thumbnail: a bounding box and how the image is fitted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    /// Fill the box exactly, cutting off what sticks out.
+    Crop,
+    /// Fit inside the box, keeping the aspect ratio.
+    Scale,
+}
+
+impl ThumbnailMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+/// Largest thumbnail edge accepted in the config: thumbnails are previews,
+/// and every offered size costs a decode per upload.
+const MAX_THUMBNAIL_EDGE: u32 = 4096;
+
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8008).into()
 }
@@ -108,6 +180,26 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_max_sync_timeout_ms() -> u64 {
     60_000
+}
+fn default_media_store_path() -> PathBuf {
+    PathBuf::from("media_store")
+}
+fn default_max_upload_bytes() -> u64 {
+    50 * 1024 * 1024
+}
+/// The sizes Synapse offers, which clients are tuned to ask for.
+fn default_thumbnail_sizes() -> Vec<ThumbnailSize> {
+    use ThumbnailMethod::{Crop, Scale};
+    [(32, 32, Crop), (96, 96, Crop), (320, 240, Scale), (640, 480, Scale), (800, 600, Scale)]
+        .into_iter()
+        .map(|(width, height, method)| ThumbnailSize { width, height, method })
+        .collect()
+}
+fn default_max_pending_uploads() -> u32 {
+    5
+}
+fn default_unused_upload_expiry_secs() -> u64 {
+    24 * 60 * 60
 }
 
 impl Config {
@@ -121,10 +213,12 @@ impl Config {
         config.validate()?;
         // Relative paths in the file are relative to the file, not to
         // wherever the server was started.
-        if config.signing_key_path.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            config.signing_key_path = dir.join(&config.signing_key_path);
+        if let Some(dir) = path.parent() {
+            for relative in [&mut config.signing_key_path, &mut config.media.store_path] {
+                if relative.is_relative() {
+                    *relative = dir.join(&*relative);
+                }
+            }
         }
         Ok(config)
     }
@@ -145,11 +239,16 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         ruma::ServerName::parse(&self.server_name)
             .with_context(|| format!("server_name {:?} is not a valid server name", self.server_name))?;
+        let edges = 1..=MAX_THUMBNAIL_EDGE;
+        if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| !edges.contains(&size.width) || !edges.contains(&size.height)) {
+            anyhow::bail!("media.thumbnail_sizes: {}x{} is not within 1..={MAX_THUMBNAIL_EDGE} pixels", size.width, size.height);
+        }
         Ok(())
     }
 
     /// A config for local development, as written by `generate-config`
-    /// (the key path is written relative to the config file).
+    /// (the key path and the media store are written relative to the
+    /// config file).
     pub fn development(server_name: &str, database_url: &str, signing_key_path: PathBuf) -> Self {
         Self {
             server_name: server_name.to_owned(),
@@ -164,6 +263,7 @@ impl Config {
                 admin_email: Some(format!("admin@{server_name}")),
                 ..SupportConfig::default()
             },
+            media: MediaConfig::default(),
         }
     }
 

@@ -4,7 +4,9 @@
 pub mod auth;
 pub mod client_api;
 pub mod config;
+pub mod e2ee;
 pub mod http;
+pub mod media;
 pub mod push;
 pub mod rooms;
 pub mod server;

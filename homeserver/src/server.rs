@@ -7,6 +7,8 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
+    media::MediaRepo,
+    push::{PushWorker, Wakeup},
     signing_key,
     storage::Db,
     sync::{notifier::Notifier, typing::Typing},
@@ -22,6 +24,9 @@ pub struct Inner {
     pub signing_key: Ed25519KeyPair,
     pub notifier: Notifier,
     pub typing: Typing,
+    pub media: MediaRepo,
+    /// Wakes this worker's push processors after events are committed.
+    pub push_wakeup: Wakeup,
     server_name: OwnedServerName,
 }
 
@@ -45,23 +50,29 @@ impl Homeserver {
         db.migrate().await?;
         let signing_key = signing_key::load(&config.signing_key_path)?;
         let server_name = ServerName::parse(&config.server_name)?;
+        let media = MediaRepo::open(&config.media, db.clone(), server_name.clone())?;
         Ok(Self(Arc::new(Inner {
             config,
             db,
             signing_key,
             notifier: Notifier::default(),
             typing: Typing::default(),
+            media,
+            push_wakeup: Wakeup::default(),
             server_name,
         })))
     }
 
     /// Serves the Client-Server API on `listener` until `shutdown` resolves,
-    /// then finishes the requests in flight.
+    /// then finishes the requests in flight. The push tasks run alongside
+    /// and stop after the last request.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let push = PushWorker::start(&self);
         let app = crate::http::router::build(self);
         axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await?;
+        push.stop().await;
         Ok(())
     }
 }

@@ -104,7 +104,7 @@ async fn login_token_works_exactly_once() {
 async fn logout_revokes_only_that_token() {
     let server = TestServer::start().await;
     let alice = server.register_user("alice").await;
-    let other = server.login_token("alice", &alice.password).await;
+    let other = server.new_session("alice", &alice.password).await;
 
     server.api_as(&alice.access_token).post("/_matrix/client/v3/logout", json!({})).await.ok();
     server.api_as(&alice.access_token).get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
@@ -115,21 +115,21 @@ async fn logout_revokes_only_that_token() {
 async fn logout_all_revokes_every_token() {
     let server = TestServer::start().await;
     let alice = server.register_user("alice").await;
-    let other = server.login_token("alice", &alice.password).await;
+    let other = server.new_session("alice", &alice.password).await;
 
     server.api_as(&other).post("/_matrix/client/v3/logout/all", json!({})).await.ok();
     for token in [&alice.access_token, &other] {
         server.api_as(token).get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
     }
     // The account itself is fine.
-    server.login_token("alice", &alice.password).await;
+    server.new_session("alice", &alice.password).await;
 }
 
 #[tokio::test]
 async fn password_change_replaces_the_old_password() {
     let server = TestServer::start().await;
     let alice = server.register_user("alice").await;
-    let other = server.login_token("alice", &alice.password).await;
+    let other = server.new_session("alice", &alice.password).await;
     let api = server.api_as(&alice.access_token);
     let new_password = "a-brand-new-password";
 
@@ -138,7 +138,7 @@ async fn password_change_replaces_the_old_password() {
     api.post(path, json!({ "new_password": new_password, "auth": password_auth("alice", &alice.password, &session) })).await.ok();
 
     server.login("alice", &alice.password).await.assert_error(403, "M_FORBIDDEN");
-    server.login_token("alice", new_password).await;
+    server.new_session("alice", new_password).await;
     // `logout_devices` defaults to true: every other session ends, this one stays.
     api.get(WHOAMI).await.ok();
     server.api_as(&other).get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     TestServer,
-    api::{Reply, enc, sync_timeline},
+    api::{Reply, enc, query, sync_timeline},
     matrix::{history, sync_now, sync_until, timeline, wait_for_message},
     message_bodies, user_id,
 };
@@ -138,7 +138,7 @@ async fn a_kicked_member_stops_receiving() {
         assert!(reply.ok()["rooms"]["join"].get(&room_id).is_none(), "a kicked member's sync lists the room as joined: {reply}");
     }
     assert_refused_or_hidden(&bob_api.messages(&room_id, "dir=b&limit=50").await, &hidden);
-    assert_refused_or_hidden(&bob_api.messages(&room_id, &format!("dir=f&limit=50&from={}", common::api::query(&since_kick))).await, &hidden);
+    assert_refused_or_hidden(&bob_api.messages(&room_id, &format!("dir=f&limit=50&from={}", query(&since_kick))).await, &hidden);
     bob_api
         .get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", enc(&hidden_message)))
         .await

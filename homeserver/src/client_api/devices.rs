@@ -11,9 +11,10 @@ use ruma::{
 use super::session;
 use crate::{
     auth::uiaa,
+    e2ee,
     http::{ApiError, ApiResult, Args, RouterExt},
     server::Homeserver,
-    storage::users,
+    storage::{device_keys, users},
 };
 
 /// Longest device name we store; clients show it in device lists.
@@ -62,7 +63,20 @@ async fn rename_device(server: Homeserver, args: Args<update_device::v3::Request
         Some(name) if name.chars().count() > MAX_DISPLAY_NAME_CHARS => {
             return Err(ApiError::invalid_param(format!("Device name is longer than {MAX_DISPLAY_NAME_CHARS} characters")));
         }
-        Some(name) => users::rename_device(db, user_id, &request.device_id, Some(name)).await?,
+        Some(name) => {
+            // Other users see device names in `keys/query`: a rename is a
+            // device-list change for them.
+            let mut tx = db.begin().await?;
+            let renamed = users::rename_device(&mut *tx, user_id, &request.device_id, Some(name)).await?;
+            if renamed {
+                device_keys::mark_device_list_changed(&mut tx, user_id).await?;
+            }
+            tx.commit().await?;
+            if renamed {
+                e2ee::device_lists::notify_observers(&server, user_id).await?;
+            }
+            renamed
+        }
         None => users::device(db, user_id, &request.device_id).await?.is_some(),
     };
     if !found {

@@ -1,11 +1,11 @@
 //! What members tell each other besides events: typing, read receipts,
 //! read markers and presence.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
 use axum::Router;
 use ruma::{
-    EventId, OwnedUserId, RoomId, UserId,
+    EventId, RoomId, UserId,
     api::client::{
         presence::{get_presence, set_presence},
         read_marker::set_read_marker,
@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
     server::Homeserver,
-    storage::{self, account_data, events, memberships, presence, receipts},
+    storage::{self, account_data, events, memberships, presence, push_actions, receipts},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -102,6 +102,7 @@ async fn set_receipt(server: &Homeserver, room_id: &RoomId, user_id: &UserId, re
     let event_pos = receipt_target(server, room_id, user_id, event_id).await?;
     let mut tx = server.db.room_shard(room_id).begin().await?;
     receipts::set(&mut tx, room_id, receipt_type, user_id, thread, event_id.as_str(), event_pos).await?;
+    push_actions::clear_read(&mut tx, room_id, user_id, event_pos).await?;
     tx.commit().await?;
     if receipt_type == "m.read" {
         notify_members(server, room_id).await
@@ -154,10 +155,7 @@ pub async fn update_presence(server: &Homeserver, user_id: &UserId, state: &Pres
     let changed = presence::set(&mut tx, user_id, state.as_str(), status_msg).await?;
     tx.commit().await?;
     if changed {
-        let mut audience: BTreeSet<OwnedUserId> = BTreeSet::from([user_id.to_owned()]);
-        for room_id in memberships::joined_rooms(server.db.user_shard(user_id), user_id).await? {
-            audience.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
-        }
+        let audience = crate::rooms::membership::users_sharing_rooms(server, user_id).await?;
         server.notifier.notify_users(audience.iter());
     }
     Ok(())

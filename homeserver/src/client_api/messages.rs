@@ -152,7 +152,7 @@ async fn paginate(server: &Homeserver, room_id: &RoomId, viewer: &UserId, access
 
 /// A `/messages`-style token for a room position.
 fn position_token(pos: i64) -> String {
-    SyncToken { positions: vec![pos], typing: 0 }.to_string()
+    SyncToken::at(pos).to_string()
 }
 
 fn page_limit(limit: UInt) -> usize {

@@ -9,10 +9,14 @@ mod devices;
 mod directory;
 mod discovery;
 mod ephemeral;
+mod key_backup;
+mod keys;
+mod media;
 mod membership;
 mod messages;
 mod profile;
 mod push_rules;
+mod pushers;
 mod rooms;
 mod session;
 mod state;
@@ -35,12 +39,16 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     let router = profile::routes(router);
     let router = account_data::routes(router);
     let router = push_rules::routes(router);
+    let router = pushers::routes(router);
     let router = rooms::routes(router);
     let router = membership::routes(router);
     let router = state::routes(router);
     let router = messages::routes(router);
     let router = directory::routes(router);
     let router = ephemeral::routes(router);
+    let router = media::routes(router);
+    let router = key_backup::routes(router);
+    let router = keys::routes(router);
     sync::routes(router)
 }
 

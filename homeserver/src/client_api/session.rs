@@ -21,7 +21,8 @@ use crate::{
     auth::{password, tokens::{self, TokenKind}, uiaa},
     http::{ApiError, ApiResult, Args, RouterExt},
     server::Homeserver,
-    storage::{self, users},
+    e2ee,
+    storage::{self, device_keys, pushers, users},
 };
 
 /// How long a login token from `/login/get_token` stays valid.
@@ -125,10 +126,19 @@ async fn logout_all(server: Homeserver, args: Args<logout_all::v3::Request>) -> 
     Ok(logout_all::v3::Response::new())
 }
 
-/// Deletes devices with their tokens (logout, device deletion, deactivation).
+/// Deletes devices with their tokens, pushers and encryption keys (logout,
+/// device deletion, deactivation), and tells everyone who shares a room with the
+/// user, so their clients stop encrypting to the devices.
 pub async fn delete_devices(server: &Homeserver, user_id: &UserId, devices: &[OwnedDeviceId]) -> ApiResult<()> {
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
     let mut tx = server.db.user_shard(user_id).begin().await?;
     users::delete_devices(&mut tx, user_id, devices).await?;
+    pushers::delete_for_devices(&mut tx, user_id, devices).await?;
+    device_keys::delete_for_devices(&mut tx, user_id, &ids).await?;
+    device_keys::mark_device_list_changed(&mut tx, user_id).await?;
     tx.commit().await?;
-    Ok(())
+    e2ee::device_lists::notify_observers(server, user_id).await
 }

@@ -14,6 +14,7 @@ use ruma::{
 use super::ephemeral::update_presence;
 use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
+    e2ee,
     server::Homeserver,
     storage::{self, account_data},
     sync::{engine, filter, token::SyncToken},
@@ -29,7 +30,7 @@ async fn current_token(server: &Homeserver) -> ApiResult<SyncToken> {
     for db in server.db.shards() {
         positions.push(storage::stream::current(db).await?);
     }
-    Ok(SyncToken { positions, typing: server.typing.version() })
+    Ok(SyncToken { positions, typing: server.typing.version(), to_device: None })
 }
 
 async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiResult<sync_events::v3::Response> {
@@ -60,8 +61,8 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
             full_state: request.full_state,
             state_after: request.use_state_after,
         };
-        let response = engine::build(&server, &sync_request, &upto).await?;
-        let done = since.is_none() || request.full_state || !engine::is_empty(&response) || tokio::time::Instant::now() >= deadline;
+        let response = respond(&server, &sync_request, upto.clone()).await?;
+        let done = since.is_none() || request.full_state || !is_empty(&response) || tokio::time::Instant::now() >= deadline;
         if done {
             return Ok(response);
         }
@@ -70,9 +71,34 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             let upto = current_token(&server).await?;
             let sync_request = engine::SyncRequest { session, since: since.as_ref(), filter: &definition, full_state: false, state_after: request.use_state_after };
-            return engine::build(&server, &sync_request, &upto).await;
+            return respond(&server, &sync_request, upto).await;
         }
     }
+}
+
+/// The room and account part from the sync engine plus the device's
+/// encryption updates; the token records how far to-device delivery got.
+async fn respond(server: &Homeserver, request: &engine::SyncRequest<'_>, mut upto: SyncToken) -> ApiResult<sync_events::v3::Response> {
+    let since = request.since.map(SyncToken::pos);
+    let to_device_since = request.since.map(SyncToken::to_device_pos);
+    let e2ee = e2ee::sync_updates(server, request.session, since, to_device_since, upto.pos()).await?;
+    upto.to_device = Some(e2ee.to_device_upto);
+    let mut response = engine::build(server, request, &upto).await?;
+    response.to_device.events = e2ee.to_device.into_iter().map(raw).collect();
+    response.device_lists.changed = e2ee.changed;
+    response.device_lists.left = e2ee.left;
+    response.device_one_time_keys_count = e2ee.one_time_keys_count.into_iter().map(|(algorithm, count)| (algorithm.into(), count)).collect();
+    response.device_unused_fallback_key_types = Some(e2ee.unused_fallback_key_types.into_iter().map(Into::into).collect());
+    Ok(response)
+}
+
+fn raw<T>(value: serde_json::Value) -> ruma::serde::Raw<T> {
+    ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
+}
+
+/// Whether a response carries nothing new (a long-poll keeps waiting then).
+fn is_empty(response: &sync_events::v3::Response) -> bool {
+    engine::is_empty(response) && response.to_device.is_empty() && response.device_lists.is_empty()
 }
 
 async fn create(server: Homeserver, args: Args<create_filter::v3::Request>) -> ApiResult<create_filter::v3::Response> {

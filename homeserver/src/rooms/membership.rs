@@ -82,3 +82,14 @@ pub async fn refresh_profile_in_rooms(server: &Homeserver, user_id: &UserId) -> 
     }
     Ok(())
 }
+
+/// The user and everyone joined to a room the user is joined to: who sees
+/// the user's presence and must track the user's devices.
+pub async fn users_sharing_rooms(server: &Homeserver, user_id: &UserId) -> ApiResult<std::collections::BTreeSet<ruma::OwnedUserId>> {
+    let rooms = memberships::joined_rooms(server.db.user_shard(user_id), user_id).await?;
+    let mut users = std::collections::BTreeSet::from([user_id.to_owned()]);
+    for (db, rooms) in server.db.rooms_by_shard(&rooms) {
+        users.extend(memberships::joined_members_of_rooms(db, rooms).await?);
+    }
+    Ok(users)
+}

@@ -245,11 +245,12 @@ impl<'s> RoomWriter<'s> {
         Ok(())
     }
 
-    /// Commits, then wakes every member's waiting syncs. Nothing is
-    /// acknowledged to a client before this returns.
+    /// Commits, then wakes the push processors and every member's waiting
+    /// syncs. Nothing is acknowledged to a client before this returns.
     pub async fn commit(self) -> ApiResult<()> {
         let Self { server, tx, room_id, mut wake, .. } = self;
         tx.commit().await?;
+        server.push_wakeup.events_committed();
         wake.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
         server.notifier.notify_users(wake.iter());
         Ok(())

@@ -276,14 +276,20 @@ pub async fn current_state_event(db: impl PgExecutor<'_>, room_id: &RoomId, even
     .await
 }
 
-/// Of `rooms`, those with events after `after`.
-pub async fn rooms_changed_since(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId], after: i64) -> sqlx::Result<Vec<String>> {
+/// Of `rooms`, those with events in `(after, upto]`. A room whose newest
+/// event is past `upto` may have none in the window; the caller's timeline
+/// query finds out.
+pub async fn rooms_changed_since(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId], after: i64, upto: i64) -> sqlx::Result<Vec<String>> {
     let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
-    sqlx::query_scalar("SELECT room_id FROM rooms WHERE room_id = ANY($1) AND last_stream_pos > $2")
-        .bind(&ids)
-        .bind(after)
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar(
+        "SELECT r.room_id FROM rooms r WHERE r.room_id = ANY($1) AND r.last_stream_pos > $2
+           AND EXISTS (SELECT 1 FROM events e WHERE e.room_id = r.room_id AND e.stream_pos > $2 AND e.stream_pos <= $3)",
+    )
+    .bind(&ids)
+    .bind(after)
+    .bind(upto)
+    .fetch_all(db)
+    .await
 }
 
 /// The position of an event, for pagination around it.
@@ -295,17 +301,27 @@ pub async fn stream_pos_of(db: impl PgExecutor<'_>, room_id: &RoomId, event_id: 
         .await
 }
 
-/// Messages from others after `after` (for `unread_notifications`).
-pub async fn count_unread(db: impl PgExecutor<'_>, room_id: &RoomId, user_id: &UserId, after: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM events WHERE room_id = $1 AND stream_pos > $3 AND sender <> $2
-           AND state_key IS NULL AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
-           AND redacted_by IS NULL",
+/// `(user_id, membership)` of member events in `(after, upto]`, in order.
+pub async fn member_changes(db: impl PgExecutor<'_>, room_id: &RoomId, after: i64, upto: i64) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT state_key, COALESCE(pdu->'content'->>'membership', 'leave') FROM events
+         WHERE room_id = $1 AND event_type = 'm.room.member' AND stream_pos > $2 AND stream_pos <= $3
+         ORDER BY stream_pos",
     )
     .bind(room_id.as_str())
-    .bind(user_id.as_str())
     .bind(after)
-    .fetch_one(db)
+    .bind(upto)
+    .fetch_all(db)
     .await
 }
 
+/// This database's events after position `after`, in stream order: the push
+/// processor's tail. Positions become visible in order (see `stream`), so
+/// reading past a slow writer's event is impossible.
+pub async fn stream_after(db: impl PgExecutor<'_>, after: i64, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
+    sqlx::query_as(concat!("SELECT ", event_columns!(), " FROM events WHERE stream_pos > $1 ORDER BY stream_pos LIMIT $2"))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}

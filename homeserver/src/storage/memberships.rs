@@ -152,3 +152,31 @@ pub async fn share_a_room(db: impl PgExecutor<'_>, a: &UserId, b: &UserId) -> sq
     .fetch_one(db)
     .await
 }
+
+/// A joined member with their room display name and the position of their
+/// member event.
+#[derive(Clone, Debug, FromRow)]
+pub struct JoinedMember {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub stream_pos: i64,
+}
+
+/// The joined members of a room (for push rule evaluation).
+pub async fn joined_members(db: impl PgExecutor<'_>, room_id: &RoomId) -> sqlx::Result<Vec<JoinedMember>> {
+    sqlx::query_as("SELECT user_id, displayname, stream_pos FROM room_memberships WHERE room_id = $1 AND membership = 'join'")
+        .bind(room_id.as_str())
+        .fetch_all(db)
+        .await
+}
+
+/// Everyone joined to any of `rooms` (one query for many rooms: staff
+/// accounts are in thousands).
+pub async fn joined_members_of_rooms(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId]) -> sqlx::Result<Vec<OwnedUserId>> {
+    let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    let users: Vec<String> = sqlx::query_scalar("SELECT DISTINCT user_id FROM room_memberships WHERE room_id = ANY($1) AND membership = 'join'")
+        .bind(&ids)
+        .fetch_all(db)
+        .await?;
+    Ok(users.into_iter().filter_map(|u| OwnedUserId::try_from(u).ok()).collect())
+}

@@ -2,18 +2,25 @@
 //! module per table family.
 //!
 //! Every query goes through the accessor for its scope (`user_shard`,
-//! `room_shard`, `alias_shard`). Today all of them return the one pool; the
-//! shard map (see ARCHITECTURE.md) makes them return different databases
-//! without touching the call sites.
+//! `room_shard`, `alias_shard`, `media_shard`). Today all of them return the
+//! one pool; the shard map (see ARCHITECTURE.md) makes them return different
+//! databases without touching the call sites.
 
 pub mod account_data;
 pub mod aliases;
+pub mod device_keys;
 pub mod directory;
 pub mod events;
+pub mod key_backup;
+pub mod media;
 pub mod memberships;
 pub mod presence;
+pub mod push_actions;
+pub mod push_queue;
+pub mod pushers;
 pub mod receipts;
 pub mod stream;
+pub mod to_device;
 pub mod uiaa;
 pub mod users;
 
@@ -62,8 +69,21 @@ impl Db {
         &self.pool
     }
 
+    /// `rooms` grouped by the database that holds them, for queries over
+    /// many rooms at once (one query per database, not per room).
+    pub fn rooms_by_shard<'a>(&self, rooms: &'a [ruma::OwnedRoomId]) -> Vec<(&PgPool, &'a [ruma::OwnedRoomId])> {
+        if rooms.is_empty() { Vec::new() } else { vec![(&self.pool, rooms)] }
+    }
+
     /// The database holding the alias.
     pub fn alias_shard(&self, _alias: &RoomAliasId) -> &PgPool {
+        &self.pool
+    }
+
+    /// The database holding the media id's metadata (`media`,
+    /// `media_thumbnails`). Media is scoped by its id, not by uploader or
+    /// room: it outlives accounts and is shared into any number of rooms.
+    pub fn media_shard(&self, _media_id: &str) -> &PgPool {
         &self.pool
     }
 

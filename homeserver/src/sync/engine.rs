@@ -13,12 +13,9 @@ use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
         filter::{FilterDefinition, RoomEventFilter},
-        sync::sync_events::{
-            UnreadNotificationsCount,
-            v3::{
-                Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Presence, Response,
-                RoomAccountData, RoomSummary, State, StateEvents, Timeline,
-            },
+        sync::sync_events::v3::{
+            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Presence, Response,
+            RoomAccountData, RoomSummary, State, StateEvents, Timeline,
         },
     },
     serde::Raw,
@@ -144,13 +141,19 @@ async fn rooms_with_news(server: &Homeserver, window: &Window<'_>, joined: &[&Us
     if room_ids.is_empty() {
         return Ok(changed);
     }
-    let db = server.db.room_shard(&room_ids[0]);
-    for room in events::rooms_changed_since(db, &room_ids, since).await? {
-        changed.extend(OwnedRoomId::try_from(room).ok());
-    }
-    for receipt in receipts::changed_since(db, &room_ids, Some(since)).await? {
-        if receipt.stream_pos <= window.upto {
-            changed.extend(OwnedRoomId::try_from(receipt.room_id).ok());
+    for (db, rooms) in server.db.rooms_by_shard(&room_ids) {
+        for room in events::rooms_changed_since(db, rooms, since, window.upto).await? {
+            changed.extend(OwnedRoomId::try_from(room).ok());
+        }
+        for receipt in receipts::changed_since(db, rooms, Some(since)).await? {
+            if receipt.stream_pos <= window.upto {
+                changed.extend(OwnedRoomId::try_from(receipt.room_id).ok());
+            }
+        }
+        // Notification counts change after their events: the push processor
+        // evaluates events after commit.
+        for room in storage::push_actions::rooms_changed_since(db, window.user(), rooms, since, window.upto).await? {
+            changed.extend(OwnedRoomId::try_from(room).ok());
         }
     }
     for entry in account_data.iter().filter(|e| !e.room_id.is_empty()) {
@@ -191,12 +194,7 @@ async fn joined_room(
     room.ephemeral = Ephemeral::new();
     room.ephemeral.events = ephemeral_events(server, window, room_id, from, typing_since).await?;
 
-    let read_upto = receipts::read_up_to(db, room_id, user_id).await?.unwrap_or(membership.stream_pos);
-    let unread = events::count_unread(db, room_id, user_id, read_upto).await?;
-    let mut counts = UnreadNotificationsCount::new();
-    counts.notification_count = Some(UInt::try_from(unread.max(0)).unwrap_or_default());
-    counts.highlight_count = Some(UInt::MIN);
-    room.unread_notifications = counts;
+    room.unread_notifications = crate::push::unread_notifications(db, room_id, user_id, membership.stream_pos).await?;
     room.summary = summary(server, room_id, user_id).await?;
     Ok(room)
 }
@@ -222,7 +220,7 @@ async fn timeline(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, af
     let mut timeline = Timeline::new();
     timeline.limited = limited;
     let start = visible.first().map_or(upto, |e| e.stream_pos - 1);
-    timeline.prev_batch = Some(SyncToken { positions: vec![start], typing: 0 }.to_string());
+    timeline.prev_batch = Some(SyncToken::at(start).to_string());
     timeline.events = visible.iter().map(|e| e.to_client(viewer).raw_sync()).collect();
     Ok((timeline, visible))
 }
@@ -345,10 +343,9 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
         return Ok(Vec::new());
     }
     let mut users: BTreeSet<OwnedUserId> = BTreeSet::from([window.user().to_owned()]);
-    for room in joined {
-        if let Some(room_id) = room.room_id() {
-            users.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
-        }
+    let rooms: Vec<OwnedRoomId> = joined.iter().filter_map(|room| room.room_id()).collect();
+    for (db, rooms) in server.db.rooms_by_shard(&rooms) {
+        users.extend(memberships::joined_members_of_rooms(db, rooms).await?);
     }
     let users: Vec<String> = users.into_iter().filter(|u| window.request.filter.presence.allows_sender(u.as_str())).map(|u| u.to_string()).collect();
     let now = storage::now_ms();

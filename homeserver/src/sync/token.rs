@@ -1,8 +1,10 @@
-//! Sync tokens: a vector of stream positions, one per database stream plus
-//! the ephemeral typing version. Any worker can continue from any token.
+//! Sync tokens: a vector of stream positions, one per database stream, the
+//! ephemeral typing version and the device's to-device position. Any worker
+//! can continue from any token.
 //!
-//! Text form: `s<pos>[.<pos>…]_t<typing>`. A pagination token for
-//! `/messages` has the same form; only the room's database position is used.
+//! Text form: `s<pos>[.<pos>…]_t<typing>[_d<to-device pos>]`. A pagination
+//! token for `/messages` has the same form; only the room's database
+//! position is used.
 
 use std::{fmt, str::FromStr};
 
@@ -14,12 +16,25 @@ pub struct SyncToken {
     pub positions: Vec<i64>,
     /// Version of the typing state.
     pub typing: u64,
+    /// To-device messages up to here were delivered; they may lag behind
+    /// `positions` when a device has more than one response's worth queued.
+    pub to_device: Option<i64>,
 }
 
 impl SyncToken {
     /// The position of the (single, for now) database stream.
     pub fn pos(&self) -> i64 {
         self.positions.first().copied().unwrap_or(0)
+    }
+
+    /// A token for one position (pagination tokens).
+    pub fn at(pos: i64) -> Self {
+        Self { positions: vec![pos], typing: 0, to_device: None }
+    }
+
+    /// Where to-device delivery continues from.
+    pub fn to_device_pos(&self) -> i64 {
+        self.to_device.unwrap_or_else(|| self.pos())
     }
 }
 
@@ -32,7 +47,11 @@ impl fmt::Display for SyncToken {
             }
             write!(f, "{pos}")?;
         }
-        write!(f, "_t{}", self.typing)
+        write!(f, "_t{}", self.typing)?;
+        if let Some(pos) = self.to_device {
+            write!(f, "_d{pos}")?;
+        }
+        Ok(())
     }
 }
 
@@ -41,13 +60,17 @@ impl FromStr for SyncToken {
 
     fn from_str(text: &str) -> Result<Self, ApiError> {
         let invalid = || ApiError::invalid_param(format!("Invalid stream token {text:?}"));
-        let (streams, typing) = text.strip_prefix('s').and_then(|rest| rest.split_once("_t")).ok_or_else(invalid)?;
+        let (streams, rest) = text.strip_prefix('s').and_then(|rest| rest.split_once("_t")).ok_or_else(invalid)?;
+        let (typing, to_device) = match rest.split_once("_d") {
+            Some((typing, pos)) => (typing, Some(pos.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(invalid)?)),
+            None => (rest, None),
+        };
         let positions = streams
             .split('.')
             .map(|pos| pos.parse::<i64>().ok().filter(|p| *p >= 0))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(invalid)?;
-        Ok(Self { positions, typing: typing.parse().map_err(|_| invalid())? })
+        Ok(Self { positions, typing: typing.parse().map_err(|_| invalid())?, to_device })
     }
 }
 
@@ -57,14 +80,17 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let token = SyncToken { positions: vec![42, 7], typing: 3 };
+        let token = SyncToken { positions: vec![42, 7], typing: 3, to_device: None };
         assert_eq!(token.to_string(), "s42.7_t3");
         assert_eq!("s42.7_t3".parse::<SyncToken>().unwrap(), token);
+        let token = SyncToken { positions: vec![42], typing: 0, to_device: Some(40) };
+        assert_eq!(token.to_string(), "s42_t0_d40");
+        assert_eq!("s42_t0_d40".parse::<SyncToken>().unwrap(), token);
     }
 
     #[test]
     fn garbage_is_rejected() {
-        for text in ["", "s", "s1", "x1_t1", "s-1_t0", "s1_tx", "s1._t1"] {
+        for text in ["", "s", "s1", "x1_t1", "s-1_t0", "s1_tx", "s1._t1", "s1_t1_d", "s1_t1_dx"] {
             assert!(text.parse::<SyncToken>().is_err(), "{text}");
         }
     }

@@ -4,6 +4,14 @@
 //!
 //! Every test starts its own [`TestServer`]; nothing is shared between tests,
 //! so they run in parallel (nextest runs each in its own process).
+//!
+//! Running: `cargo nextest run -p homeserver --test rooms` (or `scripts/test`).
+//! Environment:
+//! - `HOMESERVER_TEST_DATABASE_URL`: admin URL of a PostgreSQL that may
+//!   create databases (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! - `HOMESERVER_TEST_KEEP_DB=1`: keep each test's database for a look
+//!   afterwards (its name is printed at the start of the test).
+//! - `RUST_LOG`: server and client logs, printed with a failing test.
 
 // Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
@@ -97,6 +105,7 @@ impl TestServer {
         config.database.max_connections = 5;
         config.registration.enabled = true;
         config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
+        config.media.store_path = key_dir.0.join("media");
         configure(&mut config);
 
         let server = Homeserver::start(config.clone()).await.expect("starting the homeserver");
@@ -202,8 +211,9 @@ impl TestServer {
             .await
     }
 
-    /// A new session (device) of a user; panics unless the login succeeds.
-    pub async fn login_token(&self, name: &str, password: &str) -> String {
+    /// Logs in as a new device; returns its access token (panics unless the
+    /// login succeeds).
+    pub async fn new_session(&self, name: &str, password: &str) -> String {
         let reply = self.login(name, password).await;
         reply.ok();
         reply.str("access_token")
@@ -236,7 +246,9 @@ impl TestServer {
     /// Waits (up to `within`) until at least one `/sync` is long-polling, so
     /// that what a test does next has to wake it rather than be found by it.
     /// Returns whether one was seen; a server that answers `/sync` without
-    /// waiting simply never shows one.
+    /// waiting simply never shows one. The signal is the notifier's
+    /// subscription, which a sync takes just before its first read: "about
+    /// to wait or waiting".
     pub async fn wait_for_waiting_sync(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -282,7 +294,8 @@ async fn bind_again(addr: SocketAddr) -> TcpListener {
     }
 }
 
-/// A private directory for the signing key, removed on drop.
+/// A private directory for the signing key and the media store, removed on
+/// drop.
 struct KeyDir(PathBuf);
 
 impl KeyDir {
@@ -315,22 +328,6 @@ fn init_logging() {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
-}
-
-/// Polls `check` until it yields a value, failing the test after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The `m.room.message` bodies among raw client events, in order.

@@ -1,0 +1,65 @@
+//! Device-list tracking: who must re-download whose keys.
+//!
+//! A user's device list "changed" when their devices or keys changed, or
+//! when they newly share a room with the observer; it "left" when they no
+//! longer share any room. Clients use this to keep the set of devices they
+//! encrypt to exact (a deleted device must stop receiving room keys).
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedUserId, UserId};
+use crate::{
+    http::ApiResult,
+    rooms::membership,
+    server::Homeserver,
+    storage::{device_keys, events, memberships},
+};
+
+/// After the commit of a device change (`storage::device_keys::
+/// mark_device_list_changed` in the same transaction): wake everyone who
+/// shares a room with the user, and the user's own other devices.
+pub async fn notify_observers(server: &Homeserver, user_id: &UserId) -> ApiResult<()> {
+    let observers = membership::users_sharing_rooms(server, user_id).await?;
+    server.notifier.notify_users(observers.iter());
+    Ok(())
+}
+
+/// `(changed, left)` for `observer` between the positions `(since, upto]`.
+pub async fn changes(server: &Homeserver, observer: &UserId, since: i64, upto: i64) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    let mut changed = BTreeSet::new();
+    let mut maybe_left = BTreeSet::new();
+    let rooms = memberships::rooms_of_user(server.db.user_shard(observer), observer).await?;
+    for room in &rooms {
+        let Some(room_id) = room.room_id() else { continue };
+        let db = server.db.room_shard(&room_id);
+        let own_change = room.stream_pos > since && room.stream_pos <= upto;
+        match room.membership.as_str() {
+            "join" if own_change => {
+                changed.extend(memberships::members_with(db, &room_id, &["join"]).await?);
+            }
+            "join" => {
+                for (target, membership) in events::member_changes(db, &room_id, since, upto).await? {
+                    let Ok(target) = OwnedUserId::try_from(target) else { continue };
+                    if membership == "join" {
+                        changed.insert(target);
+                    } else {
+                        maybe_left.insert(target);
+                    }
+                }
+            }
+            "leave" | "ban" if own_change => {
+                maybe_left.extend(memberships::members_with(db, &room_id, &["join"]).await?);
+            }
+            _ => {}
+        }
+    }
+
+    let sharing = membership::users_sharing_rooms(server, observer).await?;
+    let candidates: Vec<String> = sharing.iter().map(|u| u.to_string()).collect();
+    for user in device_keys::device_lists_changed(server.db.user_shard(observer), &candidates, since, upto).await? {
+        changed.extend(OwnedUserId::try_from(user).ok());
+    }
+    changed.retain(|user| sharing.contains(user));
+    let left = maybe_left.into_iter().filter(|user| !sharing.contains(user) && user != observer).collect();
+    Ok((changed.into_iter().collect(), left))
+}

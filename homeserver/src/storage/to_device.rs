@@ -1,0 +1,70 @@
+//! `to_device_messages` (on the recipient's shard) and `to_device_txns`
+//! (on the sender's shard).
+
+use ruma::{DeviceId, UserId};
+use serde_json::Value as JsonValue;
+use sqlx::{PgConnection, PgExecutor};
+
+/// Records a `sendToDevice` transaction id; false if it was used before.
+pub async fn claim_txn(db: impl PgExecutor<'_>, user_id: &UserId, device_id: &DeviceId, txn_id: &str) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id.as_str())
+    .bind(device_id.as_str())
+    .bind(txn_id)
+    .bind(super::now_ms())
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Queues messages for devices of one user at one stream position.
+pub async fn enqueue(conn: &mut PgConnection, user_id: &UserId, messages: &[(String, JsonValue)], stream_pos: i64) -> sqlx::Result<()> {
+    for (seq, (device_id, message)) in messages.iter().enumerate() {
+        sqlx::query("INSERT INTO to_device_messages (user_id, device_id, stream_pos, seq, message) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user_id.as_str())
+            .bind(device_id)
+            .bind(stream_pos)
+            .bind(i32::try_from(seq).unwrap_or(i32::MAX))
+            .bind(message)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes what the device acknowledged (everything up to `upto`).
+pub async fn acknowledge(db: impl PgExecutor<'_>, user_id: &UserId, device_id: &DeviceId, upto: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
+        .bind(upto)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Pending messages after `after` up to `upto`, oldest first, at most `limit`.
+pub async fn pending(db: impl PgExecutor<'_>, user_id: &UserId, device_id: &DeviceId, after: i64, upto: i64, limit: i64) -> sqlx::Result<Vec<(i64, JsonValue)>> {
+    sqlx::query_as(
+        "SELECT stream_pos, message FROM to_device_messages
+         WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+         ORDER BY stream_pos, seq LIMIT $5",
+    )
+    .bind(user_id.as_str())
+    .bind(device_id.as_str())
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Device ids of a user (for `*` recipients).
+pub async fn device_ids(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1")
+        .bind(user_id.as_str())
+        .fetch_all(db)
+        .await
+}
