@@ -1,7 +1,12 @@
 //! The homeserver's configuration: a TOML file, with environment overrides for
 //! the settings that deployments usually inject (`DATABASE_URL`, `REDIS_URL`).
 
-use std::{net::SocketAddr, path::{Path, PathBuf}};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -32,6 +37,8 @@ pub struct Config {
     pub support: SupportConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -165,6 +172,73 @@ impl ThumbnailMethod {
     }
 }
 
+/// The Prometheus endpoint `GET /metrics` on the main listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (404 `M_UNRECOGNIZED` when off).
+    #[serde(default = "default_metrics_enabled")]
+    pub enabled: bool,
+    /// Peers (the TCP connection's address, never a forwarded header, which
+    /// anyone can set) that may scrape. Metrics reveal traffic patterns, so
+    /// the default is loopback only; everyone else gets a 404 as if the
+    /// endpoint did not exist.
+    #[serde(default = "default_metrics_allowed_ips")]
+    pub allowed_ips: Vec<IpRange>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: default_metrics_enabled(), allowed_ips: default_metrics_allowed_ips() }
+    }
+}
+
+/// An address range in a config allowlist: `10.0.0.0/8`, `::1/128`, or a
+/// single address (`192.0.2.7`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpRange(ipnet::IpNet);
+
+impl IpRange {
+    /// Whether `addr` is in the range. IPv4 peers of a dual-stack listener
+    /// arrive as `::ffff:a.b.c.d` and are matched as the IPv4 address.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.contains(&addr.to_canonical())
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let net = match text.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => text.parse::<IpAddr>().map(ipnet::IpNet::from).with_context(|| format!("{text:?} is neither an address nor a CIDR range"))?,
+        };
+        Ok(Self(net))
+    }
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = anyhow::Error;
+
+    fn try_from(text: String) -> anyhow::Result<Self> {
+        text.parse()
+    }
+}
+
+impl From<IpRange> for String {
+    fn from(range: IpRange) -> Self {
+        range.to_string()
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Largest thumbnail edge accepted in the config: thumbnails are previews,
 /// and every offered size costs a decode per upload.
 const MAX_THUMBNAIL_EDGE: u32 = 4096;
@@ -200,6 +274,15 @@ fn default_max_pending_uploads() -> u32 {
 }
 fn default_unused_upload_expiry_secs() -> u64 {
     24 * 60 * 60
+}
+fn default_metrics_enabled() -> bool {
+    true
+}
+/// Loopback: a Prometheus (or agent) on the worker's own host.
+fn default_metrics_allowed_ips() -> Vec<IpRange> {
+    let loopback_v4 = ipnet::IpNet::new_assert(IpAddr::from([127, 0, 0, 0]), 8);
+    let loopback_v6 = ipnet::IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+    vec![IpRange(loopback_v4), IpRange(loopback_v6)]
 }
 
 impl Config {
@@ -264,6 +347,7 @@ impl Config {
                 ..SupportConfig::default()
             },
             media: MediaConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -296,5 +380,28 @@ mod tests {
         let parsed: Config = toml::from_str(&text).unwrap();
         assert_eq!(parsed.server_name, "example.org");
         assert_eq!(parsed.listen, default_listen());
+        assert_eq!(parsed.metrics.allowed_ips, default_metrics_allowed_ips());
+    }
+
+    #[test]
+    fn metrics_allowlist_takes_ranges_and_single_addresses() {
+        let config: MetricsConfig = toml::from_str(r#"allowed_ips = ["10.1.0.0/16", "192.0.2.7", "::1"]"#).unwrap();
+        let allowed = |addr: &str| config.allowed_ips.iter().any(|range| range.contains(addr.parse().unwrap()));
+        assert!(allowed("10.1.200.3"));
+        assert!(allowed("192.0.2.7"));
+        assert!(allowed("::ffff:192.0.2.7"), "IPv4 peers of a dual-stack listener");
+        assert!(allowed("::1"));
+        assert!(!allowed("10.2.0.1"));
+        assert!(!allowed("192.0.2.8"));
+        assert!(config.enabled, "enabled by default");
+        assert!(toml::from_str::<MetricsConfig>(r#"allowed_ips = ["localhost"]"#).is_err());
+    }
+
+    #[test]
+    fn metrics_default_to_loopback_only() {
+        let config = MetricsConfig::default();
+        let allowed = |addr: &str| config.allowed_ips.iter().any(|range| range.contains(addr.parse().unwrap()));
+        assert!(allowed("127.0.0.1") && allowed("127.8.9.10") && allowed("::1"));
+        assert!(!allowed("10.0.0.1") && !allowed("::2"));
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod e2ee;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod push;
 pub mod rooms;
 pub mod server;

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use crate::{
     config::Config,
     media::MediaRepo,
+    metrics::Metrics,
     push::{PushWorker, Wakeup},
     signing_key,
     storage::Db,
@@ -27,6 +28,8 @@ pub struct Inner {
     pub media: MediaRepo,
     /// Wakes this worker's push processors after events are committed.
     pub push_wakeup: Wakeup,
+    /// This worker's Prometheus metrics, served at `/metrics`.
+    pub metrics: Metrics,
     server_name: OwnedServerName,
 }
 
@@ -51,6 +54,7 @@ impl Homeserver {
         let signing_key = signing_key::load(&config.signing_key_path)?;
         let server_name = ServerName::parse(&config.server_name)?;
         let media = MediaRepo::open(&config.media, db.clone(), server_name.clone())?;
+        let metrics = Metrics::new(&db);
         Ok(Self(Arc::new(Inner {
             config,
             db,
@@ -59,6 +63,7 @@ impl Homeserver {
             typing: Typing::default(),
             media,
             push_wakeup: Wakeup::default(),
+            metrics,
             server_name,
         })))
     }

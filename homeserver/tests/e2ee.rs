@@ -53,14 +53,20 @@ async fn encrypted_room(alice: &Client, bob: &Client) -> OwnedRoomId {
     room_id
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_clients_exchange_encrypted_messages() {
-    let server = TestServer::start().await;
+/// Two fresh matrix-sdk users in an encrypted room of Alice's.
+async fn alice_and_bob_in_encrypted_room(server: &TestServer) -> (Client, Client, OwnedRoomId) {
     let alice = server.matrix_client("alice").await;
     let bob = server.matrix_client("bob").await;
     sync_now(&alice).await;
     sync_now(&bob).await;
     let room_id = encrypted_room(&alice, &bob).await;
+    (alice, bob, room_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_clients_exchange_encrypted_messages() {
+    let server = TestServer::start().await;
+    let (alice, bob, room_id) = alice_and_bob_in_encrypted_room(&server).await;
 
     let alice_room = alice.get_room(&room_id).expect("Alice's room");
     assert!(alice_room.latest_encryption_state().await.expect("encryption state").is_encrypted());
@@ -202,11 +208,7 @@ async fn to_device_messages_are_delivered_once_and_kept_until_acknowledged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_device_reads_old_messages_through_key_backup() {
     let server = TestServer::start().await;
-    let alice = server.matrix_client("alice").await;
-    let bob = server.matrix_client("bob").await;
-    sync_now(&alice).await;
-    sync_now(&bob).await;
-    let room_id = encrypted_room(&alice, &bob).await;
+    let (alice, bob, room_id) = alice_and_bob_in_encrypted_room(&server).await;
 
     // Alice sets up recovery: cross-signing, secret storage and a key backup.
     let recovery_key = alice.encryption().recovery().enable().await.expect("enabling recovery");

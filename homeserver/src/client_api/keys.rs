@@ -19,7 +19,7 @@ use serde_json::Value as JsonValue;
 use crate::{
     auth::uiaa,
     e2ee::{self, keys::KeyUpload},
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, RouterExt, raw_json},
     server::Homeserver,
     sync::token::SyncToken,
 };
@@ -38,10 +38,6 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
 /// A ruma `Raw` as a JSON value (client-signed objects are kept verbatim).
 fn json_of<T>(raw: &Raw<T>) -> ApiResult<JsonValue> {
     serde_json::from_str(raw.json().get()).map_err(|err| ApiError::bad_json(err.to_string()))
-}
-
-fn raw<T>(value: &JsonValue) -> ApiResult<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(value)?))
 }
 
 fn uint_counts(counts: BTreeMap<String, i64>) -> BTreeMap<ruma::OneTimeKeyAlgorithm, UInt> {
@@ -70,7 +66,7 @@ async fn query(server: Homeserver, args: Args<get_keys::v3::Request>) -> ApiResu
     let result = e2ee::keys::query(&server, &session.user_id, &wanted).await?;
     let mut response = get_keys::v3::Response::new();
     for (user, devices) in result.device_keys {
-        let devices = devices.iter().map(|(id, keys)| Ok((OwnedDeviceId::from(id.as_str()), raw(keys)?))).collect::<ApiResult<_>>()?;
+        let devices = devices.iter().map(|(id, keys)| Ok((OwnedDeviceId::from(id.as_str()), raw_json(keys)))).collect::<ApiResult<_>>()?;
         response.device_keys.insert(user, devices);
     }
     for (target, source) in [
@@ -79,7 +75,7 @@ async fn query(server: Homeserver, args: Args<get_keys::v3::Request>) -> ApiResu
         (&mut response.user_signing_keys, result.user_signing_keys),
     ] {
         for (user, key) in source {
-            target.insert(user, raw(&key)?);
+            target.insert(user, raw_json(&key));
         }
     }
     Ok(response)
@@ -100,7 +96,7 @@ async fn claim(server: Homeserver, args: Args<claim_keys::v3::Request>) -> ApiRe
         for (device, keys) in devices {
             let keys = keys
                 .iter()
-                .map(|(id, key)| Ok((OwnedOneTimeKeyId::try_from(id.as_str()).map_err(|err| ApiError::Internal(err.into()))?, raw(key)?)))
+                .map(|(id, key)| Ok((OwnedOneTimeKeyId::try_from(id.as_str()).map_err(|err| ApiError::Internal(err.into()))?, raw_json(key))))
                 .collect::<ApiResult<_>>()?;
             user_keys.insert(device.into(), keys);
         }

@@ -13,7 +13,7 @@ use ruma::{
 
 use super::ephemeral::update_presence;
 use crate::{
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, RouterExt, raw_json},
     e2ee,
     server::Homeserver,
     storage::{self, account_data},
@@ -68,7 +68,10 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         }
         // Nothing new for this user up to `upto`: wait from there.
         since = Some(upto);
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let waiting = server.metrics.sync.start_waiting();
+        let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
+        waiting.end(woken);
+        if !woken {
             let upto = current_token(&server).await?;
             let sync_request = engine::SyncRequest { session, since: since.as_ref(), filter: &definition, full_state: false, state_after: request.use_state_after };
             return respond(&server, &sync_request, upto).await;
@@ -84,16 +87,12 @@ async fn respond(server: &Homeserver, request: &engine::SyncRequest<'_>, mut upt
     let e2ee = e2ee::sync_updates(server, request.session, since, to_device_since, upto.pos()).await?;
     upto.to_device = Some(e2ee.to_device_upto);
     let mut response = engine::build(server, request, &upto).await?;
-    response.to_device.events = e2ee.to_device.into_iter().map(raw).collect();
+    response.to_device.events = e2ee.to_device.iter().map(raw_json).collect();
     response.device_lists.changed = e2ee.changed;
     response.device_lists.left = e2ee.left;
     response.device_one_time_keys_count = e2ee.one_time_keys_count.into_iter().map(|(algorithm, count)| (algorithm.into(), count)).collect();
     response.device_unused_fallback_key_types = Some(e2ee.unused_fallback_key_types.into_iter().map(Into::into).collect());
     Ok(response)
-}
-
-fn raw<T>(value: serde_json::Value) -> ruma::serde::Raw<T> {
-    ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
 }
 
 /// Whether a response carries nothing new (a long-poll keeps waiting then).

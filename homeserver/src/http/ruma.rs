@@ -168,3 +168,9 @@ fn with_optional_state_key(path: &'static str) -> Vec<String> {
         None => vec![path.to_owned()],
     }
 }
+
+/// A JSON value as ruma's `Raw<T>`, for events and keys we pass through as
+/// they were stored (serializing a `serde_json` value cannot fail).
+pub fn raw_json<T, V: serde::Serialize + ?Sized>(value: &V) -> ruma::serde::Raw<T> {
+    ruma::serde::Raw::from_json(serde_json::value::to_raw_value(value).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()))
+}

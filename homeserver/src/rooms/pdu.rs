@@ -145,14 +145,14 @@ impl ClientEvent {
 
     /// The event as ruma's raw type `T` (a timeline, state or room event).
     pub fn raw<T>(&self) -> Raw<T> {
-        Raw::from_json(serde_json::value::to_raw_value(&self.json).expect("a JSON map serializes"))
+        crate::http::raw_json(&self.json)
     }
 
     /// The event without `room_id`, as `/sync` sends it.
     pub fn raw_sync<T>(&self) -> Raw<T> {
         let mut json = self.json.clone();
         json.remove("room_id");
-        Raw::from_json(serde_json::value::to_raw_value(&json).expect("a JSON map serializes"))
+        crate::http::raw_json(&json)
     }
 
     /// The content field.

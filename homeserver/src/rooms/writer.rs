@@ -3,7 +3,7 @@
 //! holds the room's row lock. Two workers sending into one room queue on
 //! that lock, so a room's events form one line and never fork.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Instant};
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, DeviceId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
@@ -64,11 +64,16 @@ pub struct RoomWriter<'s> {
     /// Users to wake after commit besides the joined members (invitees,
     /// users who just left).
     wake: BTreeSet<OwnedUserId>,
+    /// When the transaction was begun, for `event_persist_duration_seconds`.
+    opened: Instant,
+    /// Events stored so far (a retried transaction id stores none).
+    persisted: u64,
 }
 
 impl<'s> RoomWriter<'s> {
     /// Opens an existing room for writing; 404 if the server does not know it.
     pub async fn open(server: &'s Homeserver, room_id: &RoomId) -> ApiResult<Self> {
+        let opened = Instant::now();
         let mut tx = server.db.room_shard(room_id).begin().await?;
         let Some(head) = events::lock_room(&mut tx, room_id).await? else {
             return Err(ApiError::not_found("Unknown room"));
@@ -83,11 +88,14 @@ impl<'s> RoomWriter<'s> {
             last_event_id: head.last_event_id.and_then(|id| OwnedEventId::try_from(id).ok()),
             depth: head.depth,
             wake: BTreeSet::new(),
+            opened,
+            persisted: 0,
         })
     }
 
     /// Creates the room row; the caller appends `m.room.create` next.
     pub async fn create(server: &'s Homeserver, room_id: &RoomId, version: &RoomVersionId, creator: &UserId) -> ApiResult<Self> {
+        let opened = Instant::now();
         let mut tx = server.db.room_shard(room_id).begin().await?;
         events::insert_room(&mut tx, room_id, version.as_str(), creator).await?;
         events::lock_room(&mut tx, room_id).await?;
@@ -99,6 +107,8 @@ impl<'s> RoomWriter<'s> {
             last_event_id: None,
             depth: 0,
             wake: BTreeSet::new(),
+            opened,
+            persisted: 0,
         })
     }
 
@@ -209,6 +219,7 @@ impl<'s> RoomWriter<'s> {
 
         self.depth = depth;
         self.last_event_id = Some(pdu.event_id.clone());
+        self.persisted += 1;
         Ok(pdu.event_id)
     }
 
@@ -248,8 +259,9 @@ impl<'s> RoomWriter<'s> {
     /// Commits, then wakes the push processors and every member's waiting
     /// syncs. Nothing is acknowledged to a client before this returns.
     pub async fn commit(self) -> ApiResult<()> {
-        let Self { server, tx, room_id, mut wake, .. } = self;
+        let Self { server, tx, room_id, mut wake, opened, persisted, .. } = self;
         tx.commit().await?;
+        server.metrics.events.committed(opened, persisted);
         server.push_wakeup.events_committed();
         wake.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
         server.notifier.notify_users(wake.iter());

@@ -24,7 +24,7 @@ use serde_json::{Value as JsonValue, json};
 
 use super::{filter::{self, EventFilter as _}, token::SyncToken};
 use crate::{
-    http::{ApiResult, Session},
+    http::{ApiResult, Session, raw_json},
     rooms::visibility::HistoryAccess,
     server::Homeserver,
     storage::{self, account_data, events, memberships, presence, receipts, events::StoredEvent, memberships::UserRoom},
@@ -115,21 +115,17 @@ pub async fn build(server: &Homeserver, request: &SyncRequest<'_>, upto: &SyncTo
     response.account_data.events = account_data
         .iter()
         .filter(|e| e.room_id.is_empty() && request.filter.account_data.allows_type(&e.data_type))
-        .map(|e| raw(json!({ "type": e.data_type, "content": e.content })))
+        .map(|e| raw_json(&json!({ "type": e.data_type, "content": e.content })))
         .collect();
     if window.since.is_none() && !account_data.iter().any(|e| e.room_id.is_empty() && e.data_type == "m.push_rules") {
         // Clients read their push rules from account data; a user who never
         // changed a rule has none stored, so send the defaults.
         let rules = crate::push::account_data_content(crate::push::ruleset(server.db.user_shard(user_id), user_id).await?)?;
-        response.account_data.events.push(raw(json!({ "type": "m.push_rules", "content": rules })));
+        response.account_data.events.push(raw_json(&json!({ "type": "m.push_rules", "content": rules })));
     }
     response.presence = Presence::new();
     response.presence.events = presence_events(server, &window, &joined).await?;
     Ok(response)
-}
-
-fn raw<T>(value: JsonValue) -> Raw<T> {
-    Raw::from_json(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
 }
 
 /// Joined rooms with anything new: events, receipts, room account data,
@@ -189,7 +185,7 @@ async fn joined_room(
     room.account_data.events = account_data
         .iter()
         .filter(|e| e.room_id == room_id.as_str() && window.room_filter().account_data.allows_type(&e.data_type))
-        .map(|e| raw(json!({ "type": e.data_type, "content": e.content })))
+        .map(|e| raw_json(&json!({ "type": e.data_type, "content": e.content })))
         .collect();
     room.ephemeral = Ephemeral::new();
     room.ephemeral.events = ephemeral_events(server, window, room_id, from, typing_since).await?;
@@ -287,11 +283,11 @@ async fn ephemeral_events(server: &Homeserver, window: &Window<'_>, room_id: &Ro
         content.entry(receipt.event_id).or_default().entry(receipt.receipt_type).or_default().insert(receipt.user_id, data);
     }
     if !content.is_empty() {
-        out.push(raw(json!({ "type": "m.receipt", "content": content })));
+        out.push(raw_json(&json!({ "type": "m.receipt", "content": content })));
     }
     let typing_since = if since.is_none() { None } else { typing_since };
     if let Some(users) = server.typing.changed_since(room_id, typing_since) {
-        out.push(raw(json!({ "type": "m.typing", "content": { "user_ids": users } })));
+        out.push(raw_json(&json!({ "type": "m.typing", "content": { "user_ids": users } })));
     }
     Ok(out)
 }
@@ -317,7 +313,7 @@ async fn invited_room(server: &Homeserver, room_id: &RoomId, membership: &UserRo
             let kind = e.pdu.get("type").and_then(JsonValue::as_str).unwrap_or_default();
             INVITE_STATE_TYPES.contains(&kind) || e.event_id == membership.event_id
         })
-        .map(|e| raw(json!({ "type": e.pdu["type"], "state_key": e.pdu["state_key"], "content": e.pdu["content"], "sender": e.pdu["sender"] })))
+        .map(|e| raw_json(&json!({ "type": e.pdu["type"], "state_key": e.pdu["state_key"], "content": e.pdu["content"], "sender": e.pdu["sender"] })))
         .collect();
     let mut invite_state = InviteState::new();
     invite_state.events = events;
@@ -355,7 +351,7 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
         .filter(|row| row.stream_pos <= window.upto)
         .map(|row| {
             let ago = (now - row.last_active_ts).max(0);
-            raw(json!({
+            raw_json(&json!({
                 "type": "m.presence",
                 "sender": row.user_id,
                 "content": {
