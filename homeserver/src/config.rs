@@ -50,11 +50,27 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
+/// Redis carries what workers share but need not keep: the notifier's
+/// wake-ups and typing. Without it the server is one process and keeps
+/// both in memory; with it any number of workers serve one database.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port`; optional while a single worker serves everything.
+    /// `redis://[user:password@]host:port[/db]`; unset for a single worker.
+    /// With `cluster`, seed nodes of the cluster separated by commas (the
+    /// client discovers the rest; more than one seed lets a worker
+    /// reconnect while one node is down).
     pub url: Option<String>,
+    /// Redis Cluster rather than one server: notifications use sharded
+    /// pub/sub (`SPUBLISH`/`SSUBSCRIBE`), so each travels only within the
+    /// shard that owns its channel.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Prefix of every key and channel, so that deployments can share a
+    /// Redis; all workers of one deployment must use the same. Defaults to
+    /// the server name.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// Who may create accounts through `POST /register`.
@@ -322,6 +338,12 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         ruma::ServerName::parse(&self.server_name)
             .with_context(|| format!("server_name {:?} is not a valid server name", self.server_name))?;
+        let prefix = self.redis_prefix();
+        // Braces would make a Redis Cluster hash tag of the prefix (typing
+        // keys rely on their own tag to share a slot).
+        if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace) {
+            anyhow::bail!("redis.prefix {prefix:?} must be non-empty, without braces or whitespace");
+        }
         let edges = 1..=MAX_THUMBNAIL_EDGE;
         if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| !edges.contains(&size.width) || !edges.contains(&size.height)) {
             anyhow::bail!("media.thumbnail_sizes: {}x{} is not within 1..={MAX_THUMBNAIL_EDGE} pixels", size.width, size.height);
@@ -349,6 +371,11 @@ impl Config {
             media: MediaConfig::default(),
             metrics: MetricsConfig::default(),
         }
+    }
+
+    /// The prefix of this deployment's Redis keys and channels.
+    pub fn redis_prefix(&self) -> &str {
+        self.redis.prefix.as_deref().unwrap_or(&self.server_name)
     }
 
     /// The base URL clients should use.
@@ -395,6 +422,18 @@ mod tests {
         assert!(!allowed("192.0.2.8"));
         assert!(config.enabled, "enabled by default");
         assert!(toml::from_str::<MetricsConfig>(r#"allowed_ips = ["localhost"]"#).is_err());
+    }
+
+    #[test]
+    fn redis_defaults_to_one_server_prefixed_with_the_server_name() {
+        let mut config = Config::development("example.org", "postgres://localhost/hs", "k".into());
+        let redis: RedisConfig = toml::from_str(r#"url = "redis://127.0.0.1:6379""#).unwrap();
+        assert!(!redis.cluster);
+        config.redis = redis;
+        assert_eq!(config.redis_prefix(), "example.org");
+        config.validate().unwrap();
+        config.redis.prefix = Some("tenant{1}".into());
+        assert!(config.validate().is_err(), "a hash tag in the prefix");
     }
 
     #[test]

@@ -10,9 +10,10 @@ use crate::{
     media::MediaRepo,
     metrics::Metrics,
     push::{PushWorker, Wakeup},
+    redis_link::RedisLink,
     signing_key,
     storage::Db,
-    sync::{notifier::Notifier, typing::Typing},
+    sync::{notifier::Notifier, relay::Relay, typing::Typing},
 };
 
 /// Cheap-to-clone handle on everything a request handler needs.
@@ -25,6 +26,8 @@ pub struct Inner {
     pub signing_key: Ed25519KeyPair,
     pub notifier: Notifier,
     pub typing: Typing,
+    /// The link to the Redis the workers share; `None` for a single process.
+    pub redis: Option<Arc<RedisLink>>,
     pub media: MediaRepo,
     /// Wakes this worker's push processors after events are committed.
     pub push_wakeup: Wakeup,
@@ -55,12 +58,18 @@ impl Homeserver {
         let server_name = ServerName::parse(&config.server_name)?;
         let media = MediaRepo::open(&config.media, db.clone(), server_name.clone())?;
         let metrics = Metrics::new(&db);
+        let redis = RedisLink::new(&config.redis, config.redis_prefix())?.map(Arc::new);
+        let (notifier, typing) = match &redis {
+            Some(link) => (Notifier::shared(), Typing::in_redis(link.clone())),
+            None => (Notifier::local(), Typing::in_memory()),
+        };
         Ok(Self(Arc::new(Inner {
             config,
             db,
             signing_key,
-            notifier: Notifier::default(),
-            typing: Typing::default(),
+            notifier,
+            typing,
+            redis,
             media,
             push_wakeup: Wakeup::default(),
             metrics,
@@ -69,15 +78,21 @@ impl Homeserver {
     }
 
     /// Serves the Client-Server API on `listener` until `shutdown` resolves,
-    /// then finishes the requests in flight. The push tasks run alongside
-    /// and stop after the last request.
+    /// then finishes the requests in flight. The push tasks and (with Redis)
+    /// the notifier's relay run alongside and stop after the last request,
+    /// the relay publishing what those requests queued.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let push = PushWorker::start(&self);
+        let relay = Relay::start(&self);
         let app = crate::http::router::build(self);
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
         push.stop().await;
+        served?;
         Ok(())
     }
 }

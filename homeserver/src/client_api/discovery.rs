@@ -43,7 +43,11 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
 
 async fn versions(_: Homeserver, _: Args<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
     let mut response = get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::from([("org.matrix.msc3916.stable".to_owned(), true)]);
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3916.stable".to_owned(), true),
+        // Simplified sliding sync (MSC4186), which Element X requires.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
+    ]);
     Ok(response)
 }
 

@@ -57,7 +57,7 @@ async fn typing(server: Homeserver, args: Args<create_typing_event::v3::Request>
         Typing::Yes(info) => Some(info.timeout),
         Typing::No => None,
     };
-    if server.typing.set(&request.room_id, &session.user_id, timeout) {
+    if server.typing.set(&request.room_id, &session.user_id, timeout).await {
         notify_members(&server, &request.room_id).await?;
     }
     Ok(create_typing_event::v3::Response::new())

@@ -19,6 +19,7 @@ mod push_rules;
 mod pushers;
 mod rooms;
 mod session;
+mod sliding_sync;
 mod state;
 mod sync;
 
@@ -49,6 +50,7 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     let router = media::routes(router);
     let router = key_backup::routes(router);
     let router = keys::routes(router);
+    let router = sliding_sync::routes(router);
     sync::routes(router)
 }
 

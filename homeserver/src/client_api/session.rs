@@ -22,7 +22,7 @@ use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
     server::Homeserver,
     e2ee,
-    storage::{self, device_keys, pushers, users},
+    storage::{self, device_keys, pushers, sliding_sync, users},
 };
 
 /// How long a login token from `/login/get_token` stays valid.
@@ -138,6 +138,7 @@ pub async fn delete_devices(server: &Homeserver, user_id: &UserId, devices: &[Ow
     users::delete_devices(&mut tx, user_id, devices).await?;
     pushers::delete_for_devices(&mut tx, user_id, devices).await?;
     device_keys::delete_for_devices(&mut tx, user_id, &ids).await?;
+    sliding_sync::delete_for_devices(&mut tx, user_id, devices).await?;
     device_keys::mark_device_list_changed(&mut tx, user_id).await?;
     tx.commit().await?;
     e2ee::device_lists::notify_observers(server, user_id).await

@@ -16,21 +16,12 @@ use crate::{
     http::{ApiError, ApiResult, Args, RouterExt, raw_json},
     e2ee,
     server::Homeserver,
-    storage::{self, account_data},
+    storage::account_data,
     sync::{engine, filter, token::SyncToken},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     router.endpoint(sync).endpoint(create).endpoint(get)
-}
-
-/// The current positions of every stream this worker serves.
-async fn current_token(server: &Homeserver) -> ApiResult<SyncToken> {
-    let mut positions = Vec::new();
-    for db in server.db.shards() {
-        positions.push(storage::stream::current(db).await?);
-    }
-    Ok(SyncToken { positions, typing: server.typing.version(), to_device: None })
 }
 
 async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiResult<sync_events::v3::Response> {
@@ -53,7 +44,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
     loop {
         // Registered before reading, so a commit in between still wakes us.
         let notified = subscription.notified();
-        let upto = current_token(&server).await?;
+        let upto = SyncToken::current(&server).await?;
         let sync_request = engine::SyncRequest {
             session,
             since: since.as_ref(),
@@ -72,7 +63,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
         waiting.end(woken);
         if !woken {
-            let upto = current_token(&server).await?;
+            let upto = SyncToken::current(&server).await?;
             let sync_request = engine::SyncRequest { session, since: since.as_ref(), filter: &definition, full_state: false, state_after: request.use_state_after };
             return respond(&server, &sync_request, upto).await;
         }

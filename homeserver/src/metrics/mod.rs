@@ -26,6 +26,9 @@ pub struct Metrics {
     pub http: RequestMetrics,
     pub sync: SyncMetrics,
     pub events: EventMetrics,
+    /// 1 while the notifier's relay has a working Redis connection (always
+    /// 0 without Redis): alert on 0 where Redis is configured.
+    pub redis_connected: Gauge,
 }
 
 impl Metrics {
@@ -35,8 +38,14 @@ impl Metrics {
         let http = RequestMetrics::register(&mut registry);
         let sync = SyncMetrics::register(&mut registry);
         let events = EventMetrics::register(&mut registry);
+        let redis_connected = Gauge::default();
+        registry.register(
+            "redis_connected",
+            "Whether this worker's notifications travel through Redis (1) or it polls the database for other workers' writes (0)",
+            redis_connected.clone(),
+        );
         registry.register_collector(Box::new(DbPoolCollector::new(db.clone())));
-        Self { registry, http, sync, events }
+        Self { registry, http, sync, events, redis_connected }
     }
 
     /// Every metric in the OpenMetrics text format, `# EOF` included.

@@ -325,3 +325,79 @@ pub async fn stream_after(db: impl PgExecutor<'_>, after: i64, limit: i64) -> sq
         .fetch_all(db)
         .await
 }
+
+/// Of the ranges `(room, after, upto)`, the rooms with events at positions
+/// `(after, upto]`: each room is asked about its own range (sliding sync
+/// remembers per room how far each connection got).
+pub async fn rooms_with_events_in(db: impl PgExecutor<'_>, ranges: &[super::RoomRange]) -> sqlx::Result<Vec<String>> {
+    let (rooms, afters, uptos) = super::unzip_ranges(ranges);
+    sqlx::query_scalar(
+        "SELECT r.room_id FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, after, upto)
+         WHERE EXISTS (SELECT 1 FROM events e WHERE e.room_id = r.room_id AND e.stream_pos > r.after AND e.stream_pos <= r.upto)",
+    )
+    .bind(&rooms)
+    .bind(&afters)
+    .bind(&uptos)
+    .fetch_all(db)
+    .await
+}
+
+/// For each of `rooms`, the position of its newest event at or before
+/// `upto` whose type is one of `types` (`None` when there is none): the
+/// "bump stamp" by which clients order their room lists.
+pub async fn newest_of_types(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId], upto: i64, types: &[&str]) -> sqlx::Result<Vec<(String, Option<i64>)>> {
+    let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    sqlx::query_as(
+        "SELECT r.room_id, (SELECT e.stream_pos FROM events e
+                            WHERE e.room_id = r.room_id AND e.stream_pos <= $2 AND e.event_type = ANY($3)
+                            ORDER BY e.stream_pos DESC LIMIT 1)
+         FROM UNNEST($1::text[]) AS r(room_id)",
+    )
+    .bind(&ids)
+    .bind(upto)
+    .bind(types)
+    .fetch_all(db)
+    .await
+}
+
+/// What room lists filter on, from the current state: `(room_id, the
+/// create event's room type, whether the room is encrypted)`.
+pub async fn room_kinds(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId]) -> sqlx::Result<Vec<(String, Option<String>, bool)>> {
+    let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    sqlx::query_as(
+        "SELECT r.room_id,
+                (SELECT e.pdu->'content'->>'type' FROM room_state s
+                 JOIN events e ON e.room_id = s.room_id AND e.event_id = s.event_id
+                 WHERE s.room_id = r.room_id AND s.event_type = 'm.room.create' AND s.state_key = ''),
+                EXISTS (SELECT 1 FROM room_state s WHERE s.room_id = r.room_id AND s.event_type = 'm.room.encryption' AND s.state_key = '')
+         FROM UNNEST($1::text[]) AS r(room_id)",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Like [`state_at`], restricted to the `(type, state_key)` pairs of
+/// `selection`, where `*` in either place matches anything. The selection
+/// is applied in the query, so a room's thousands of member events are not
+/// read to find the few a client asked for.
+pub async fn state_at_matching(db: impl PgExecutor<'_>, room_id: &RoomId, at: i64, changed_after: Option<i64>, selection: &[(String, String)]) -> sqlx::Result<Vec<StoredEvent>> {
+    let types: Vec<&str> = selection.iter().map(|(t, _)| t.as_str()).collect();
+    let keys: Vec<&str> = selection.iter().map(|(_, k)| k.as_str()).collect();
+    sqlx::query_as(concat!(
+        "SELECT ", event_columns!(), " FROM (
+            SELECT DISTINCT ON (event_type, state_key) * FROM events ev
+            WHERE room_id = $1 AND state_key IS NOT NULL AND stream_pos <= $2
+              AND EXISTS (SELECT 1 FROM UNNEST($4::text[], $5::text[]) AS f(t, k)
+                          WHERE (f.t = '*' OR f.t = ev.event_type) AND (f.k = '*' OR f.k = ev.state_key))
+            ORDER BY event_type, state_key, stream_pos DESC
+         ) latest WHERE stream_pos > $3 ORDER BY stream_pos"
+    ))
+    .bind(room_id.as_str())
+    .bind(at)
+    .bind(changed_after.unwrap_or(-1))
+    .bind(&types)
+    .bind(&keys)
+    .fetch_all(db)
+    .await
+}

@@ -87,6 +87,28 @@ pub async fn members_with(db: impl PgExecutor<'_>, room_id: &RoomId, memberships
     Ok(users.into_iter().filter_map(|u| OwnedUserId::try_from(u).ok()).collect())
 }
 
+/// A member a client may name a room after, with the room-specific profile.
+#[derive(Clone, Debug, FromRow)]
+pub struct Hero {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// Up to `limit` joined or invited members other than `except`, in a
+/// stable order, for clients to name a room that has no name.
+pub async fn heroes(db: impl PgExecutor<'_>, room_id: &RoomId, except: &UserId, limit: i64) -> sqlx::Result<Vec<Hero>> {
+    sqlx::query_as(
+        "SELECT user_id, displayname, avatar_url FROM room_memberships
+         WHERE room_id = $1 AND membership IN ('join', 'invite') AND user_id <> $2 ORDER BY user_id LIMIT $3",
+    )
+    .bind(room_id.as_str())
+    .bind(except.as_str())
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// Joined members with their room-specific profile.
 pub async fn joined_profiles(db: impl PgExecutor<'_>, room_id: &RoomId) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
     sqlx::query_as(

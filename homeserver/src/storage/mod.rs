@@ -19,6 +19,7 @@ pub mod push_actions;
 pub mod push_queue;
 pub mod pushers;
 pub mod receipts;
+pub mod sliding_sync;
 pub mod stream;
 pub mod to_device;
 pub mod uiaa;
@@ -97,6 +98,23 @@ impl Db {
     pub fn shards(&self) -> impl Iterator<Item = &PgPool> {
         std::iter::once(&self.pool)
     }
+}
+
+/// A room with a range of stream positions `(after, upto]`, for queries
+/// that ask many rooms about ranges of their own.
+#[derive(Clone, Debug)]
+pub struct RoomRange {
+    pub room_id: ruma::OwnedRoomId,
+    pub after: i64,
+    pub upto: i64,
+}
+
+/// `ranges` as the parallel arrays a query `UNNEST`s.
+fn unzip_ranges(ranges: &[RoomRange]) -> (Vec<&str>, Vec<i64>, Vec<i64>) {
+    let rooms = ranges.iter().map(|r| r.room_id.as_str()).collect();
+    let afters = ranges.iter().map(|r| r.after).collect();
+    let uptos = ranges.iter().map(|r| r.upto).collect();
+    (rooms, afters, uptos)
 }
 
 /// Milliseconds since the Unix epoch, as stored in `*_ts` columns.

@@ -101,3 +101,20 @@ pub async fn clear_room(conn: &mut PgConnection, room_id: &RoomId, user_id: &Use
         .await?;
     Ok(())
 }
+
+/// Of the ranges `(room, after, upto)`, the rooms where the user's counts
+/// changed within their own range.
+pub async fn rooms_changed_in(db: impl PgExecutor<'_>, user_id: &UserId, ranges: &[super::RoomRange]) -> sqlx::Result<Vec<String>> {
+    let (rooms, afters, uptos) = super::unzip_ranges(ranges);
+    sqlx::query_scalar(
+        "SELECT r.room_id FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS r(room_id, after, upto)
+         WHERE EXISTS (SELECT 1 FROM event_push_actions p
+                       WHERE p.user_id = $1 AND p.room_id = r.room_id AND p.stream_pos > r.after AND p.stream_pos <= r.upto)",
+    )
+    .bind(user_id.as_str())
+    .bind(&rooms)
+    .bind(&afters)
+    .bind(&uptos)
+    .fetch_all(db)
+    .await
+}

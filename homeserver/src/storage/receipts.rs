@@ -74,3 +74,20 @@ pub async fn read_up_to(db: impl PgExecutor<'_>, room_id: &RoomId, user_id: &Use
     .fetch_one(db)
     .await
 }
+
+/// Of the ranges `(room, after, upto)`, the rooms where the user's own
+/// receipts moved within their own range (their unread counts fell).
+pub async fn rooms_with_own_receipts_in(db: impl PgExecutor<'_>, user_id: &UserId, ranges: &[super::RoomRange]) -> sqlx::Result<Vec<String>> {
+    let (rooms, afters, uptos) = super::unzip_ranges(ranges);
+    sqlx::query_scalar(
+        "SELECT r.room_id FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS r(room_id, after, upto)
+         WHERE EXISTS (SELECT 1 FROM receipts c
+                       WHERE c.room_id = r.room_id AND c.user_id = $1 AND c.stream_pos > r.after AND c.stream_pos <= r.upto)",
+    )
+    .bind(user_id.as_str())
+    .bind(&rooms)
+    .bind(&afters)
+    .bind(&uptos)
+    .fetch_all(db)
+    .await
+}

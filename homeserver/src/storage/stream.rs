@@ -19,3 +19,13 @@ pub async fn advance(conn: &mut PgConnection) -> sqlx::Result<i64> {
 pub async fn current(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT pos FROM stream_head").fetch_one(db).await
 }
+
+/// The newest committed position of every database, in shard-map order
+/// (the positions of a sync token).
+pub async fn heads(db: &super::Db) -> sqlx::Result<Vec<i64>> {
+    let mut heads = Vec::new();
+    for pool in db.shards() {
+        heads.push(current(pool).await?);
+    }
+    Ok(heads)
+}

@@ -32,7 +32,9 @@ use crate::{
 
 /// Timeline events per room when the filter names no limit.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-const MAX_TIMELINE_LIMIT: usize = 500;
+pub(crate) const MAX_TIMELINE_LIMIT: usize = 500;
+/// Members a room summary names when the room has no name.
+pub(crate) const MAX_HEROES: i64 = 5;
 /// State shown with an invite (the spec's recommended stripped state).
 const INVITE_STATE_TYPES: &[&str] = &[
     "m.room.create",
@@ -112,20 +114,29 @@ pub async fn build(server: &Homeserver, request: &SyncRequest<'_>, upto: &SyncTo
     }
 
     response.account_data = GlobalAccountData::new();
-    response.account_data.events = account_data
-        .iter()
-        .filter(|e| e.room_id.is_empty() && request.filter.account_data.allows_type(&e.data_type))
-        .map(|e| raw_json(&json!({ "type": e.data_type, "content": e.content })))
-        .collect();
-    if window.since.is_none() && !account_data.iter().any(|e| e.room_id.is_empty() && e.data_type == "m.push_rules") {
-        // Clients read their push rules from account data; a user who never
-        // changed a rule has none stored, so send the defaults.
-        let rules = crate::push::account_data_content(crate::push::ruleset(server.db.user_shard(user_id), user_id).await?)?;
-        response.account_data.events.push(raw_json(&json!({ "type": "m.push_rules", "content": rules })));
-    }
+    let global = global_account_data(server, user_id, &account_data, window.since.is_none(), |t| request.filter.account_data.allows_type(t)).await?;
+    response.account_data.events = global.iter().map(raw_json).collect();
     response.presence = Presence::new();
     response.presence.events = presence_events(server, &window, &joined).await?;
     Ok(response)
+}
+
+/// The global account data events among `entries` that `allows` lets
+/// through. An initial sync also gets the default push rules when the user
+/// never changed a rule: clients read their rules from account data, and
+/// none are stored then. Shared by `/sync` and sliding sync.
+pub(crate) async fn global_account_data(server: &Homeserver, user_id: &UserId, entries: &[account_data::AccountDataEntry], initial: bool, allows: impl Fn(&str) -> bool) -> ApiResult<Vec<JsonValue>> {
+    let mut events: Vec<JsonValue> = entries.iter().filter(|e| e.room_id.is_empty() && allows(&e.data_type)).map(account_data_event).collect();
+    if initial && allows("m.push_rules") && !entries.iter().any(|e| e.room_id.is_empty() && e.data_type == "m.push_rules") {
+        let rules = crate::push::account_data_content(crate::push::ruleset(server.db.user_shard(user_id), user_id).await?)?;
+        events.push(json!({ "type": "m.push_rules", "content": rules }));
+    }
+    Ok(events)
+}
+
+/// An account data entry (global or of a room) as the event clients get.
+pub(crate) fn account_data_event(entry: &account_data::AccountDataEntry) -> JsonValue {
+    json!({ "type": entry.data_type, "content": entry.content })
 }
 
 /// Joined rooms with anything new: events, receipts, room account data,
@@ -155,11 +166,7 @@ async fn rooms_with_news(server: &Homeserver, window: &Window<'_>, joined: &[&Us
     for entry in account_data.iter().filter(|e| !e.room_id.is_empty()) {
         changed.extend(OwnedRoomId::try_from(entry.room_id.as_str()).ok());
     }
-    for room_id in &room_ids {
-        if server.typing.changed_since(room_id, typing_since).is_some() {
-            changed.insert(room_id.clone());
-        }
-    }
+    changed.extend(server.typing.changed_in(&room_ids, typing_since).await.into_keys());
     Ok(changed)
 }
 
@@ -185,7 +192,7 @@ async fn joined_room(
     room.account_data.events = account_data
         .iter()
         .filter(|e| e.room_id == room_id.as_str() && window.room_filter().account_data.allows_type(&e.data_type))
-        .map(|e| raw_json(&json!({ "type": e.data_type, "content": e.content })))
+        .map(|e| raw_json(&account_data_event(e)))
         .collect();
     room.ephemeral = Ephemeral::new();
     room.ephemeral.events = ephemeral_events(server, window, room_id, from, typing_since).await?;
@@ -197,28 +204,55 @@ async fn joined_room(
 
 /// The newest events of `(after, upto]` the user may see, oldest first.
 async fn timeline(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, after: Option<i64>, upto: i64) -> ApiResult<(Timeline, Vec<StoredEvent>)> {
-    let db = server.db.room_shard(room_id);
     let wanted = &window.room_filter().timeline;
     let limit = wanted.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT)).min(MAX_TIMELINE_LIMIT);
-    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-    let newest = events::range(db, room_id, after.unwrap_or(-1), upto, fetch, true).await?;
-    let limited = newest.len() > limit;
-    let access = HistoryAccess::load(db, room_id, window.user()).await?;
-    let mut visible: Vec<StoredEvent> = access
-        .filter(window.user(), newest.into_iter().take(limit).collect())
-        .into_iter()
-        .filter(|e| filter::allows_event(wanted, &e.pdu))
-        .collect();
-    visible.reverse();
+    let (visible, limited) = visible_timeline(server, room_id, window.user(), (after, upto), limit, Some(wanted)).await?;
 
     let session = window.request.session;
     let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
     let mut timeline = Timeline::new();
     timeline.limited = limited;
-    let start = visible.first().map_or(upto, |e| e.stream_pos - 1);
-    timeline.prev_batch = Some(SyncToken::at(start).to_string());
+    timeline.prev_batch = Some(prev_batch(&visible, upto));
     timeline.events = visible.iter().map(|e| e.to_client(viewer).raw_sync()).collect();
     Ok((timeline, visible))
+}
+
+/// The newest `limit` events of the positions `(after, upto]` that
+/// `user_id` may see (history visibility) and `filter` lets through, oldest
+/// first, and whether the range held more than `limit` events (the
+/// timeline's `limited`). Shared by `/sync` and sliding sync.
+pub(crate) async fn visible_timeline(server: &Homeserver, room_id: &RoomId, user_id: &UserId, (after, upto): (Option<i64>, i64), limit: usize, filter: Option<&RoomEventFilter>) -> ApiResult<(Vec<StoredEvent>, bool)> {
+    let db = server.db.room_shard(room_id);
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let newest = events::range(db, room_id, after.unwrap_or(-1), upto, fetch, true).await?;
+    let limited = newest.len() > limit;
+    let access = HistoryAccess::load(db, room_id, user_id).await?;
+    let mut visible: Vec<StoredEvent> = access
+        .filter(user_id, newest.into_iter().take(limit).collect())
+        .into_iter()
+        .filter(|e| filter.is_none_or(|wanted| filter::allows_event(wanted, &e.pdu)))
+        .collect();
+    visible.reverse();
+    Ok((visible, limited))
+}
+
+/// The `prev_batch` of a timeline: `/messages` continues backwards from
+/// just before its first event (from `upto` when it is empty).
+pub(crate) fn prev_batch(timeline: &[StoredEvent], upto: i64) -> String {
+    SyncToken::at(timeline.first().map_or(upto, |e| e.stream_pos - 1)).to_string()
+}
+
+/// The users whose member events a client needs to render `timeline`: the
+/// senders and the targets of membership changes (lazy-loaded members).
+pub(crate) fn timeline_members(timeline: &[StoredEvent]) -> BTreeSet<&str> {
+    timeline
+        .iter()
+        .flat_map(|e| {
+            let is_member = e.pdu.get("type").and_then(JsonValue::as_str) == Some("m.room.member");
+            let target = if is_member { e.pdu.get("state_key").and_then(JsonValue::as_str) } else { None };
+            std::iter::once(e.sender.as_str()).chain(target)
+        })
+        .collect()
 }
 
 /// `state` (before the timeline) or `state_after` (at its end), as the
@@ -234,7 +268,7 @@ async fn state_section(server: &Homeserver, window: &Window<'_>, room_id: &RoomI
     let is_member = |e: &StoredEvent| e.pdu.get("type").and_then(JsonValue::as_str) == Some("m.room.member");
     let mut state: Vec<StoredEvent> = events::state_at(db, room_id, at, changed_after).await?;
     if lazy {
-        let mut needed: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).collect();
+        let mut needed = timeline_members(timeline);
         needed.insert(window.user().as_str());
         let members = events::state_at(db, room_id, at, None).await?;
         state.retain(|e| !is_member(e));
@@ -271,25 +305,37 @@ impl StateEventsExt for StateEvents {
 async fn ephemeral_events(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, since: Option<i64>, typing_since: Option<u64>) -> ApiResult<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
     let db = server.db.room_shard(room_id);
     let mut out = Vec::new();
+    let receipts = receipts::changed_since(db, std::slice::from_ref(&room_id.to_owned()), since).await?;
+    if let Some(event) = receipt_event(receipts.into_iter().filter(|r| r.stream_pos <= window.upto), window.user()) {
+        out.push(raw_json(&event));
+    }
+    let typing_since = if since.is_none() { None } else { typing_since };
+    if let Some(users) = server.typing.changed_since(room_id, typing_since).await {
+        out.push(raw_json(&typing_event(&users)));
+    }
+    Ok(out)
+}
+
+/// The `m.receipt` event of `receipts` as `viewer` may see them (the
+/// private receipts of others left out); `None` when none is left.
+pub(crate) fn receipt_event(receipts: impl IntoIterator<Item = receipts::Receipt>, viewer: &UserId) -> Option<JsonValue> {
     let mut content: BTreeMap<String, BTreeMap<String, BTreeMap<String, JsonValue>>> = BTreeMap::new();
-    for receipt in receipts::changed_since(db, std::slice::from_ref(&room_id.to_owned()), since).await? {
-        if receipt.stream_pos > window.upto || (receipt.receipt_type == "m.read.private" && receipt.user_id != window.user().as_str()) {
+    for receipt in receipts {
+        if receipt.receipt_type == "m.read.private" && receipt.user_id != viewer.as_str() {
             continue;
         }
         let mut data = json!({ "ts": receipt.ts });
         if !receipt.thread_id.is_empty() {
-            data["thread_id"] = receipt.thread_id.clone().into();
+            data["thread_id"] = receipt.thread_id.into();
         }
         content.entry(receipt.event_id).or_default().entry(receipt.receipt_type).or_default().insert(receipt.user_id, data);
     }
-    if !content.is_empty() {
-        out.push(raw_json(&json!({ "type": "m.receipt", "content": content })));
-    }
-    let typing_since = if since.is_none() { None } else { typing_since };
-    if let Some(users) = server.typing.changed_since(room_id, typing_since) {
-        out.push(raw_json(&json!({ "type": "m.typing", "content": { "user_ids": users } })));
-    }
-    Ok(out)
+    (!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content }))
+}
+
+/// The `m.typing` event of a room where `users` are typing.
+pub(crate) fn typing_event(users: &[OwnedUserId]) -> JsonValue {
+    json!({ "type": "m.typing", "content": { "user_ids": users } })
 }
 
 /// Heroes and member counts, for clients to name the room.
@@ -299,27 +345,33 @@ async fn summary(server: &Homeserver, room_id: &RoomId, user_id: &UserId) -> Api
     let mut summary = RoomSummary::new();
     summary.joined_member_count = UInt::try_from(joined).ok();
     summary.invited_member_count = UInt::try_from(invited).ok();
-    summary.heroes = memberships::members_with(db, room_id, &["join", "invite"]).await?.into_iter().filter(|u| u != user_id).take(5).collect();
+    summary.heroes = memberships::heroes(db, room_id, user_id, MAX_HEROES).await?.into_iter().filter_map(|hero| OwnedUserId::try_from(hero.user_id).ok()).collect();
     Ok(summary)
 }
 
 /// An invite with the room's stripped state.
 async fn invited_room(server: &Homeserver, room_id: &RoomId, membership: &UserRoom) -> ApiResult<InvitedRoom> {
+    let mut invite_state = InviteState::new();
+    invite_state.events = invite_state_events(server, room_id, membership).await?;
+    let mut room = InvitedRoom::new();
+    room.invite_state = invite_state;
+    Ok(room)
+}
+
+/// What an invitee may see of a room before joining: the stripped state of
+/// the spec's recommended types and the invite itself, as of the invite.
+/// Shared by `/sync` and sliding sync.
+pub(crate) async fn invite_state_events(server: &Homeserver, room_id: &RoomId, membership: &UserRoom) -> ApiResult<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
     let db = server.db.room_shard(room_id);
     let state = events::state_at(db, room_id, membership.stream_pos, None).await?;
-    let events = state
+    Ok(state
         .iter()
         .filter(|e| {
             let kind = e.pdu.get("type").and_then(JsonValue::as_str).unwrap_or_default();
             INVITE_STATE_TYPES.contains(&kind) || e.event_id == membership.event_id
         })
         .map(|e| raw_json(&json!({ "type": e.pdu["type"], "state_key": e.pdu["state_key"], "content": e.pdu["content"], "sender": e.pdu["sender"] })))
-        .collect();
-    let mut invite_state = InviteState::new();
-    invite_state.events = events;
-    let mut room = InvitedRoom::new();
-    room.invite_state = invite_state;
-    Ok(room)
+        .collect())
 }
 
 /// A room the user left (or was kicked or banned from): the timeline up to

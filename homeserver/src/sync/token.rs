@@ -8,7 +8,11 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::http::ApiError;
+use crate::{
+    http::{ApiError, ApiResult},
+    server::Homeserver,
+    storage,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncToken {
@@ -22,6 +26,13 @@ pub struct SyncToken {
 }
 
 impl SyncToken {
+    /// The current positions of every stream this worker serves: what a
+    /// sync reads up to.
+    pub async fn current(server: &Homeserver) -> ApiResult<Self> {
+        let positions = storage::stream::heads(&server.db).await?;
+        Ok(Self { positions, typing: server.typing.version().await, to_device: None })
+    }
+
     /// The position of the (single, for now) database stream.
     pub fn pos(&self) -> i64 {
         self.positions.first().copied().unwrap_or(0)

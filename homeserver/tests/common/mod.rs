@@ -11,6 +11,10 @@
 //!   create databases (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! - `HOMESERVER_TEST_KEEP_DB=1`: keep each test's database for a look
 //!   afterwards (its name is printed at the start of the test).
+//! - `HOMESERVER_TEST_REDIS_URL`: the Redis the multi-worker tests share
+//!   (default `redis://127.0.0.1:6379`; each test uses a prefix of its own
+//!   and never flushes it). Tests that kill Redis start private
+//!   `redis-server` processes instead.
 //! - `RUST_LOG`: server and client logs, printed with a failing test.
 
 // Each test file compiles this module on its own and uses a part of it.
@@ -19,11 +23,12 @@
 pub mod api;
 pub mod database;
 pub mod matrix;
+pub mod redis;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::Once,
+    sync::{Arc, Once},
     time::{Duration, Instant},
 };
 
@@ -59,9 +64,10 @@ pub struct TestServer {
     server: Homeserver,
     running: Option<Running>,
     api: Api,
-    /// Dropped after the server is stopped (field order).
-    _key_dir: KeyDir,
-    _database: TestDatabase,
+    /// Dropped after the server is stopped (field order); shared with the
+    /// other workers of the same deployment ([`TestServer::start_worker`]).
+    _key_dir: Arc<KeyDir>,
+    _database: Arc<TestDatabase>,
 }
 
 /// The serving task and the switch that stops it.
@@ -101,13 +107,31 @@ impl TestServer {
 
         let mut config = Config::development(SERVER_NAME, database.url(), key_path);
         config.listen = addr;
-        config.public_baseurl = Some(base_url.clone());
+        config.public_baseurl = Some(base_url);
         config.database.max_connections = 5;
         config.registration.enabled = true;
         config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
         config.media.store_path = key_dir.0.join("media");
         configure(&mut config);
+        Self::launch(config, listener, Arc::new(key_dir), Arc::new(database)).await
+    }
 
+    /// Another worker of this deployment: the same database, signing key,
+    /// media store and config (Redis included), on a port of its own, as a
+    /// load balancer would spread them. `configure` adjusts its config.
+    pub async fn start_worker(&self, configure: impl FnOnce(&mut Config)) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("binding a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let mut config = self.config.clone();
+        config.listen = addr;
+        config.public_baseurl = Some(format!("http://{addr}"));
+        configure(&mut config);
+        Self::launch(config, listener, self._key_dir.clone(), self._database.clone()).await
+    }
+
+    async fn launch(config: Config, listener: TcpListener, key_dir: Arc<KeyDir>, database: Arc<TestDatabase>) -> Self {
+        let addr = config.listen;
+        let base_url = format!("http://{addr}");
         let server = Homeserver::start(config.clone()).await.expect("starting the homeserver");
         let running = serve(server.clone(), listener);
         Self { config, addr, server, running: Some(running), api: Api::new(base_url), _key_dir: key_dir, _database: database }

@@ -1,17 +1,12 @@
-//! Typing notifications: ephemeral, kept in memory with a timeout, never
-//! persisted. Each change bumps a version that sync tokens carry, so a sync
-//! sends a room's typing list only when it changed.
+//! Typing of a single process: in memory, under one lock.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-
-/// Longest typing timeout a client may ask for.
-const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct RoomTyping {
@@ -28,12 +23,13 @@ struct State {
 
 /// Who is typing where, on this worker.
 #[derive(Default)]
-pub struct Typing {
+pub struct MemoryTyping {
     state: Mutex<State>,
 }
 
-impl Typing {
-    /// Sets or clears a user's typing flag; returns whether the list changed.
+impl MemoryTyping {
+    /// Sets (for `timeout`, already capped) or clears a user's typing flag;
+    /// returns whether the list changed.
     pub fn set(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) -> bool {
         let mut state = self.state.lock().expect("typing lock poisoned");
         let now = Instant::now();
@@ -41,7 +37,7 @@ impl Typing {
         let next_version = state.version + 1;
         let room = state.rooms.entry(room_id.to_owned()).or_default();
         let changed = match timeout {
-            Some(timeout) => room.users.insert(user_id.to_owned(), now + timeout.min(MAX_TIMEOUT)).is_none(),
+            Some(timeout) => room.users.insert(user_id.to_owned(), now + timeout).is_none(),
             None => room.users.remove(user_id).is_some(),
         };
         if changed {
@@ -51,24 +47,31 @@ impl Typing {
         changed
     }
 
-    /// The current version (for a sync token).
+    /// The current version.
     pub fn version(&self) -> u64 {
         self.state.lock().expect("typing lock poisoned").version
     }
 
-    /// The users typing in `room_id` if the list changed after `since`
-    /// (always when `since` is `None`, or when the token comes from before a
-    /// restart and is ahead of us).
-    pub fn changed_since(&self, room_id: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+    /// The users typing in those of `room_ids` whose list changed after
+    /// `since` (non-empty lists when `since` is `None`; every list when the
+    /// token comes from before a restart and is ahead of us).
+    pub fn changed_in(&self, room_ids: &[OwnedRoomId], since: Option<u64>) -> BTreeMap<OwnedRoomId, Vec<OwnedUserId>> {
         let mut state = self.state.lock().expect("typing lock poisoned");
-        let current = state.version;
-        state.expire(room_id, Instant::now());
-        let room = state.rooms.get(room_id)?;
-        let changed = match since {
-            None => !room.users.is_empty(),
-            Some(since) => room.changed_at > since || since > current,
-        };
-        changed.then(|| room.users.keys().cloned().collect())
+        let now = Instant::now();
+        let mut changed_rooms = BTreeMap::new();
+        for room_id in room_ids {
+            state.expire(room_id, now);
+            let current = state.version;
+            let Some(room) = state.rooms.get(room_id) else { continue };
+            let changed = match since {
+                None => !room.users.is_empty(),
+                Some(since) => room.changed_at > since || since > current,
+            };
+            if changed {
+                changed_rooms.insert(room_id.clone(), room.users.keys().cloned().collect());
+            }
+        }
+        changed_rooms
     }
 }
 
@@ -90,26 +93,30 @@ impl State {
 mod tests {
     use super::*;
 
+    fn changed(typing: &MemoryTyping, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+        typing.changed_in(&[room.to_owned()], since).remove(room)
+    }
+
     #[test]
     fn typing_changes_are_versioned() {
-        let typing = Typing::default();
+        let typing = MemoryTyping::default();
         let room = ruma::room_id!("!r:example.org");
         let alice = ruma::user_id!("@alice:example.org");
         assert!(typing.set(room, alice, Some(Duration::from_secs(30))));
         let v1 = typing.version();
-        assert_eq!(typing.changed_since(room, Some(0)).unwrap().len(), 1);
-        assert!(typing.changed_since(room, Some(v1)).is_none());
+        assert_eq!(changed(&typing, room, Some(0)).unwrap().len(), 1);
+        assert!(changed(&typing, room, Some(v1)).is_none());
         assert!(!typing.set(room, alice, Some(Duration::from_secs(30))), "refresh is no change");
         assert!(typing.set(room, alice, None));
-        assert_eq!(typing.changed_since(room, Some(v1)).unwrap(), Vec::<OwnedUserId>::new());
+        assert_eq!(changed(&typing, room, Some(v1)).unwrap(), Vec::<OwnedUserId>::new());
     }
 
     #[test]
     fn expired_typing_disappears() {
-        let typing = Typing::default();
+        let typing = MemoryTyping::default();
         let room = ruma::room_id!("!r:example.org");
         typing.set(room, ruma::user_id!("@a:example.org"), Some(Duration::from_millis(1)));
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(typing.changed_since(room, Some(1)).unwrap(), Vec::<OwnedUserId>::new());
+        assert_eq!(changed(&typing, room, Some(1)).unwrap(), Vec::<OwnedUserId>::new());
     }
 }
