@@ -59,11 +59,12 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; unset for a single worker.
     /// With `cluster`, seed nodes of the cluster separated by commas (the
     /// client discovers the rest; more than one seed lets a worker
-    /// reconnect while one node is down).
+    /// reconnect while one node is down; percent-encode commas in
+    /// passwords).
     pub url: Option<String>,
-    /// Redis Cluster rather than one server: notifications use sharded
-    /// pub/sub (`SPUBLISH`/`SSUBSCRIBE`), so each travels only within the
-    /// shard that owns its channel.
+    /// Redis Cluster (Redis 7 or later) rather than one server:
+    /// notifications use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), so each
+    /// travels only within the shard that owns its channel.
     #[serde(default)]
     pub cluster: bool,
     /// Prefix of every key and channel, so that deployments can share a

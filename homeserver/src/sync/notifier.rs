@@ -49,13 +49,13 @@ struct Queued {
 
 /// What the relay publishes next.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Batch {
+pub(super) struct Batch {
     pub users: Vec<OwnedUserId>,
     pub everyone: bool,
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.users.is_empty() && !self.everyone
     }
 }
@@ -114,14 +114,14 @@ impl Notifier {
 
     /// Wakes this worker's syncs waiting for one of `users` (what another
     /// worker published).
-    pub fn wake_local<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
+    pub(super) fn wake_local<'u>(&self, users: impl IntoIterator<Item = &'u UserId>) {
         wake(&self.waiting.lock().expect("notifier lock poisoned"), users);
     }
 
     /// Wakes every sync waiting on this worker: they re-read their streams,
     /// which is always safe and finds whatever a lost notification was
     /// about.
-    pub fn wake_all_local(&self) {
+    pub(super) fn wake_all_local(&self) {
         for notify in self.waiting.lock().expect("notifier lock poisoned").values() {
             notify.notify_waiters();
         }
@@ -134,7 +134,7 @@ impl Notifier {
 
     /// Takes up to `max_users` queued users (or the "everyone" flag) for
     /// publishing; empty when nothing is queued or without Redis.
-    pub fn take_queued(&self, max_users: usize) -> Batch {
+    pub(super) fn take_queued(&self, max_users: usize) -> Batch {
         let Some(outbox) = &self.outbox else { return Batch::default() };
         let mut queued = outbox.queued.lock().expect("outbox lock poisoned");
         if queued.everyone {
@@ -150,7 +150,7 @@ impl Notifier {
 
     /// Puts back a batch whose publishing failed, to go out after the
     /// reconnect.
-    pub fn requeue(&self, batch: Batch) {
+    pub(super) fn requeue(&self, batch: Batch) {
         let Some(outbox) = &self.outbox else { return };
         let mut queued = outbox.queued.lock().expect("outbox lock poisoned");
         queued.everyone |= batch.everyone;
@@ -161,7 +161,7 @@ impl Notifier {
 
     /// Resolves when something was queued since the last call (at once if
     /// it was before); never without Redis.
-    pub async fn queued(&self) {
+    pub(super) async fn queued(&self) {
         match &self.outbox {
             Some(outbox) => outbox.ready.notified().await,
             None => std::future::pending().await,

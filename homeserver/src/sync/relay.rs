@@ -65,7 +65,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stop may wait for the task.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running relay of this worker.
+/// The running relay of this worker; dropping it stops the task too.
 pub struct Relay {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
