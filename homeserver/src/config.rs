@@ -39,6 +39,8 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -187,6 +189,18 @@ impl ThumbnailMethod {
             Self::Scale => "scale",
         }
     }
+}
+
+/// Push notifications to Push Gateways.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Base URLs of the push gateways pushers may use (e.g. the messenger
+    /// vendor's `https://push.example.org`). Empty allows any http(s)
+    /// gateway; production deployments should list theirs, or users can
+    /// make the server POST to any address it reaches.
+    #[serde(default)]
+    pub allowed_gateways: Vec<String>,
 }
 
 /// The Prometheus endpoint `GET /metrics` on the main listener.
@@ -371,6 +385,7 @@ impl Config {
             },
             media: MediaConfig::default(),
             metrics: MetricsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 

@@ -88,6 +88,18 @@ async fn invalid_pushers_are_refused() {
     assert_eq!(pushers(&api).await, Vec::<Value>::new());
 }
 
+/// With an operator allow-list, pushers may only name the listed gateways
+/// (so users cannot make the server POST to arbitrary addresses).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_gateways_are_accepted() {
+    let server = TestServer::start_with(|config| config.push.allowed_gateways = vec!["https://push.example.org/".to_owned()]).await;
+    let alice = server.register_user("alice").await;
+    let api = server.api_as(&alice.access_token);
+    set_pusher(&api, http_pusher("phone", "http://127.0.0.1:9/_matrix/push/v1/notify")).await.assert_error(400, "M_INVALID_PARAM");
+    set_pusher(&api, http_pusher("phone", "https://push.example.org/_matrix/push/v1/notify")).await.ok();
+    assert_eq!(pushers(&api).await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_pushkey_moves_to_the_user_who_set_it_last_unless_appended() {
     let server = TestServer::start().await;

@@ -79,8 +79,8 @@ async fn add_pusher(server: &Homeserver, session: &Session, post: &PusherPostDat
     validate_ids(app_id, pushkey)?;
     let (kind, data) = match &pusher.kind {
         PusherKind::Http(data) => {
-            if gateway_base_url(&data.url).is_none() {
-                return Err(ApiError::invalid_param("data.url must be an http(s) URL ending in /_matrix/push/v1/notify"));
+            if gateway_base_url(&data.url, &server.config.push.allowed_gateways).is_none() {
+                return Err(ApiError::invalid_param("data.url must be the URL of an allowed push gateway ending in /_matrix/push/v1/notify"));
             }
             (KIND_HTTP, serde_json::to_value(data)?)
         }

@@ -58,10 +58,15 @@ const MAX_ATTEMPTS: i32 = 12;
 /// The base URL to send Push Gateway API requests to, if `url` is an
 /// http(s) URL whose path ends in `/_matrix/push/v1/notify` (and has no
 /// query or fragment).
-pub fn gateway_base_url(url: &str) -> Option<&str> {
+///
+/// With a non-empty `allowed` list (the operator's `push.allowed_gateways`)
+/// only those gateways qualify: without it any user could make the server
+/// POST to any address it can reach.
+pub fn gateway_base_url<'u>(url: &'u str, allowed: &[String]) -> Option<&'u str> {
     let parsed = url::Url::parse(url).ok()?;
     let valid = matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() && parsed.query().is_none() && parsed.fragment().is_none();
-    valid.then(|| url.strip_suffix(NOTIFY_PATH)).flatten()
+    let base = valid.then(|| url.strip_suffix(NOTIFY_PATH)).flatten()?;
+    (allowed.is_empty() || allowed.iter().any(|gateway| gateway.trim_end_matches('/') == base)).then_some(base)
 }
 
 /// How a delivery ended.
@@ -149,7 +154,7 @@ impl<'a> Sender<'a> {
 
     /// One request to the pusher's gateway.
     async fn post(&self, push: &QueuedPush, pusher: &PusherRow, badge: UInt) -> Delivery {
-        let request = match notify_request(push, pusher, badge) {
+        let request = match notify_request(push, pusher, badge, &self.server.config.push.allowed_gateways) {
             Ok(request) => request,
             Err(err) => return Delivery::Failed { reason: format!("{err:#}"), retry: false },
         };
@@ -178,9 +183,9 @@ impl<'a> Sender<'a> {
 }
 
 /// The notify request for one pusher: ids, counts and the device only.
-fn notify_request(push: &QueuedPush, pusher: &PusherRow, badge: UInt) -> anyhow::Result<reqwest::Request> {
+fn notify_request(push: &QueuedPush, pusher: &PusherRow, badge: UInt, allowed: &[String]) -> anyhow::Result<reqwest::Request> {
     let data: HttpPusherData = serde_json::from_value(pusher.data.clone()).context("the pusher's data")?;
-    let base_url = gateway_base_url(&data.url).context("the pusher's URL is not a push gateway URL")?.to_owned();
+    let base_url = gateway_base_url(&data.url, allowed).context("the pusher's URL is not an allowed push gateway URL")?.to_owned();
     let mut device = Device::new(pusher.app_id.clone(), pusher.pushkey.clone());
     device.pushkey_ts = UInt::try_from(pusher.pushkey_ts / 1000).ok().map(SecondsSinceUnixEpoch);
     device.tweaks = serde_json::from_value(push.tweaks.clone()).context("the queued tweaks")?;
@@ -223,8 +228,11 @@ mod tests {
 
     #[test]
     fn gateway_urls_must_end_in_the_notify_path() {
-        assert_eq!(gateway_base_url("https://push.example.org/_matrix/push/v1/notify"), Some("https://push.example.org"));
-        assert_eq!(gateway_base_url("http://127.0.0.1:8080/prefix/_matrix/push/v1/notify"), Some("http://127.0.0.1:8080/prefix"));
+        assert_eq!(gateway_base_url("https://push.example.org/_matrix/push/v1/notify", &[]), Some("https://push.example.org"));
+        assert_eq!(gateway_base_url("http://127.0.0.1:8080/prefix/_matrix/push/v1/notify", &[]), Some("http://127.0.0.1:8080/prefix"));
+        let allowed = ["https://push.example.org/".to_owned()];
+        assert_eq!(gateway_base_url("https://push.example.org/_matrix/push/v1/notify", &allowed), Some("https://push.example.org"));
+        assert_eq!(gateway_base_url("http://10.0.0.1/_matrix/push/v1/notify", &allowed), None, "only allowed gateways");
         for invalid in [
             "https://push.example.org/_matrix/push/v1/notify?x=1",
             "https://push.example.org/_matrix/push/v1/notify#x",
@@ -233,7 +241,7 @@ mod tests {
             "/_matrix/push/v1/notify",
             "not a url",
         ] {
-            assert_eq!(gateway_base_url(invalid), None, "{invalid}");
+            assert_eq!(gateway_base_url(invalid, &[]), None, "{invalid}");
         }
     }
 
