@@ -13,9 +13,8 @@ use std::{
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use common::{
-    RegisteredUser, TestServer,
+    TestServer,
     api::{Api, Reply, enc, new_txn_id},
-    user_id,
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -135,7 +134,7 @@ async fn logging_out_removes_the_devices_pushers() {
 async fn a_message_is_pushed_with_ids_only() {
     let server = TestServer::start().await;
     let gateway = Gateway::start().await;
-    let (alice, bob, room_id) = two_in_a_room(&server).await;
+    let (alice, bob, room_id) = server.two_users_in_a_room().await;
     let alice_api = server.api_as(&alice.access_token);
     let mut pusher = http_pusher("alice-phone", &gateway.url());
     pusher["data"]["custom"] = json!("kept for the gateway");
@@ -170,7 +169,7 @@ async fn failed_pushes_are_retried() {
     let server = TestServer::start().await;
     let gateway = Gateway::start().await;
     gateway.answer_next([Answer::Status(500), Answer::Status(500)]);
-    let (alice, bob, room_id) = two_in_a_room(&server).await;
+    let (alice, bob, room_id) = server.two_users_in_a_room().await;
     set_pusher(&server.api_as(&alice.access_token), http_pusher("alice-phone", &gateway.url())).await.ok();
 
     let event_id = send_text(&server.api_as(&bob.access_token), &room_id, "are you there?").await;
@@ -187,7 +186,7 @@ async fn a_queued_push_survives_a_restart() {
     let mut server = TestServer::start().await;
     let gateway = Gateway::start().await;
     gateway.answer_next([Answer::Status(503)]);
-    let (alice, bob, room_id) = two_in_a_room(&server).await;
+    let (alice, bob, room_id) = server.two_users_in_a_room().await;
     set_pusher(&server.api_as(&alice.access_token), http_pusher("alice-phone", &gateway.url())).await.ok();
 
     let event_id = send_text(&server.api_as(&bob.access_token), &room_id, "still there?").await;
@@ -204,7 +203,7 @@ async fn a_rejected_pushkey_loses_its_pusher() {
     let server = TestServer::start().await;
     let gateway = Gateway::start().await;
     gateway.answer_next([Answer::Reject]);
-    let (alice, bob, room_id) = two_in_a_room(&server).await;
+    let (alice, bob, room_id) = server.two_users_in_a_room().await;
     let alice_api = server.api_as(&alice.access_token);
     set_pusher(&alice_api, http_pusher("uninstalled-app", &gateway.url())).await.ok();
 
@@ -233,7 +232,7 @@ async fn sync_counts_notifications_and_highlights_until_read() {
         )
         .await
         .ok();
-    let (bob, room_id) = join_bob(&server, &alice).await;
+    let (bob, room_id) = server.bob_joins_a_room_of(&alice).await;
     let bob_api = server.api_as(&bob.access_token);
     let since = alice_api.sync(None, 0).await.str("next_batch");
     assert_eq!(counts(&alice_api.sync(None, 0).await, &room_id), (0, 0));
@@ -281,20 +280,6 @@ async fn pushers(api: &Api) -> Vec<Value> {
 }
 
 /// Alice and Bob, joined to a room Alice created.
-async fn two_in_a_room(server: &TestServer) -> (RegisteredUser, RegisteredUser, String) {
-    let alice = server.register_user("alice").await;
-    let (bob, room_id) = join_bob(server, &alice).await;
-    (alice, bob, room_id)
-}
-
-/// Registers Bob and has him join a new room of `alice`.
-async fn join_bob(server: &TestServer, alice: &RegisteredUser) -> (RegisteredUser, String) {
-    let bob = server.register_user("bob").await;
-    let room_id = server.api_as(&alice.access_token).create_room(json!({ "invite": [user_id("bob")] })).await;
-    server.api_as(&bob.access_token).join(&room_id).await.ok();
-    (bob, room_id)
-}
-
 async fn send_text(api: &Api, room_id: &str, body: &str) -> String {
     send(api, room_id, json!({ "msgtype": "m.text", "body": body })).await
 }

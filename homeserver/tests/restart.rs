@@ -82,11 +82,8 @@ async fn sync_tokens_survive_a_restart() {
 #[tokio::test]
 async fn typing_after_a_restart_reaches_old_tokens() {
     let mut server = TestServer::start().await;
-    let alice = server.register_user("alice").await;
-    let bob = server.register_user("bob").await;
+    let (alice, bob, room_id) = server.two_users_in_a_room().await;
     let (alice_api, bob_api) = (server.api_as(&alice.access_token), server.api_as(&bob.access_token));
-    let room_id = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
-    bob_api.join(&room_id).await.ok();
     let typing_path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room_id), enc(&alice.user_id));
 
     // Typing state is in memory: these versions die with the process, the

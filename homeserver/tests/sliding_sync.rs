@@ -376,12 +376,10 @@ async fn unknown_positions_restart_the_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn e2ee_and_to_device_extensions() {
     let server = TestServer::start().await;
-    let alice = server.register_user("alice").await;
-    let bob = server.register_user("bob").await;
+    // Sharing a room makes Bob's key changes Alice's business.
+    let (alice, bob, _shared_room) = server.two_users_in_a_room().await;
     let alice_api = server.api_as(&alice.access_token);
     let bob_api = server.api_as(&bob.access_token);
-    let room = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
-    bob_api.join(&room).await.ok();
 
     let extensions = |since: Option<&str>| json!({ "conn_id": "encryption", "extensions": { "to_device": { "enabled": true, "since": since }, "e2ee": { "enabled": true } } });
     let first = sliding(&alice_api, None, 0, extensions(None)).await;
@@ -422,12 +420,9 @@ fn device_keys(user_id: &str, device_id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn account_data_receipts_and_typing_extensions() {
     let server = TestServer::start().await;
-    let alice = server.register_user("alice").await;
-    let bob = server.register_user("bob").await;
+    let (alice, bob, room) = server.two_users_in_a_room().await;
     let alice_api = server.api_as(&alice.access_token);
     let bob_api = server.api_as(&bob.access_token);
-    let room = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
-    bob_api.join(&room).await.ok();
     let tag_path = format!("/_matrix/client/v3/user/{}/rooms/{}/tags/u.work", enc(&alice.user_id), enc(&room));
     alice_api.put(&tag_path, json!({ "order": 0.5 })).await.ok();
 
@@ -453,12 +448,9 @@ async fn account_data_receipts_and_typing_extensions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_poll_wakes_on_a_new_message() {
     let server = TestServer::start().await;
-    let alice = server.register_user("alice").await;
-    let bob = server.register_user("bob").await;
+    let (alice, bob, room) = server.two_users_in_a_room().await;
     let alice_api = server.api_as(&alice.access_token);
     let bob_api = server.api_as(&bob.access_token);
-    let room = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
-    bob_api.join(&room).await.ok();
     let request = list_request([0, 9], json!([]), 5);
     let pos = sliding(&alice_api, None, 0, request.clone()).await.str("pos");
 

@@ -221,6 +221,22 @@ impl TestServer {
         }
     }
 
+    /// Registers Alice, and Bob who joins a room Alice created and invited
+    /// him to; returns both and the room id.
+    pub async fn two_users_in_a_room(&self) -> (RegisteredUser, RegisteredUser, String) {
+        let alice = self.register_user("alice").await;
+        let (bob, room_id) = self.bob_joins_a_room_of(&alice).await;
+        (alice, bob, room_id)
+    }
+
+    /// Registers Bob and has him join a new room of `alice`'s.
+    pub async fn bob_joins_a_room_of(&self, alice: &RegisteredUser) -> (RegisteredUser, String) {
+        let bob = self.register_user("bob").await;
+        let room_id = self.api_as(&alice.access_token).create_room(json!({ "invite": [bob.user_id] })).await;
+        self.api_as(&bob.access_token).join(&room_id).await.ok();
+        (bob, room_id)
+    }
+
     /// `POST /login` with a password; returns the whole answer.
     pub async fn login(&self, name: &str, password: &str) -> api::Reply {
         self.api
