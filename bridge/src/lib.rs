@@ -1,0 +1,4 @@
+//! `kim-bridge` as a library: the parts of the bridge that tests and tools
+//! use without running the application service.
+
+pub mod smime;
