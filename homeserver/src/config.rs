@@ -46,8 +46,15 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `postgres://user@host/db` of the database.
+    /// `postgres://user@host/db` of database 0, which also holds the shard
+    /// map.
     pub url: String,
+    /// Further physical databases (1, 2, …) that logical shards are spread
+    /// over. Add new ones at the end only: a database's place in this list
+    /// is its place in every sync token, and each database remembers it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
+    /// Connections per database and worker.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
 }
@@ -277,6 +284,13 @@ const MAX_THUMBNAIL_EDGE: u32 = 4096;
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8008).into()
 }
+impl DatabaseConfig {
+    /// Every database's URL, in token order.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.shards.iter().map(String::as_str))
+    }
+}
+
 fn default_max_connections() -> u32 {
     20
 }
@@ -374,7 +388,7 @@ impl Config {
             server_name: server_name.to_owned(),
             listen: default_listen(),
             public_baseurl: Some(format!("http://{}", default_listen())),
-            database: DatabaseConfig { url: database_url.to_owned(), max_connections: default_max_connections() },
+            database: DatabaseConfig { url: database_url.to_owned(), shards: Vec::new(), max_connections: default_max_connections() },
             redis: RedisConfig::default(),
             signing_key_path,
             registration: RegistrationConfig::default(),

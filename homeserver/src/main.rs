@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = Config::load(&cli.config)?;
-            Db::connect(&config.database).await?.migrate().await?;
+            Db::open(&config.database).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::AddRegistrationToken { token, uses } => {
             let server = Homeserver::start(Config::load(&cli.config)?).await?;
-            homeserver::storage::uiaa::add_registration_token(server.db.any_shard(), &token, uses).await?;
+            homeserver::storage::uiaa::add_registration_token(server.db.global(), &token, uses).await?;
             Ok(())
         }
     }

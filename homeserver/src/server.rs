@@ -52,8 +52,7 @@ impl Inner {
 impl Homeserver {
     /// Connects to the database, applies migrations and loads the key.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database).await?;
-        db.migrate().await?;
+        let db = Db::open(&config.database).await?;
         let signing_key = signing_key::load(&config.signing_key_path)?;
         let server_name = ServerName::parse(&config.server_name)?;
         let media = MediaRepo::open(&config.media, db.clone(), server_name.clone())?;
@@ -84,6 +83,7 @@ impl Homeserver {
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let push = PushWorker::start(&self);
         let relay = Relay::start(&self);
+        let repair = crate::rooms::user_index::RepairTask::start(&self);
         let app = crate::http::router::build(self);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -92,6 +92,7 @@ impl Homeserver {
             relay.stop().await;
         }
         push.stop().await;
+        repair.stop().await;
         served?;
         Ok(())
     }

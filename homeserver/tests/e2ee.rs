@@ -198,8 +198,9 @@ async fn to_device_messages_are_delivered_once_and_kept_until_acknowledged() {
     let next = again.str("next_batch");
     let after = bob_api.sync(Some(&next), 0).await;
     assert!(after.ok()["to_device"]["events"].as_array().is_none_or(Vec::is_empty));
+    let bob_id = ruma::UserId::parse(bob.user_id.as_str()).expect("user id");
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM to_device_messages")
-        .fetch_one(server.server().db.any_shard())
+        .fetch_one(server.server().db.user_shard(&bob_id))
         .await
         .expect("counting");
     assert_eq!(left, 0);

@@ -1,6 +1,7 @@
 //! Prometheus metrics at `/metrics`: requests labelled by route template,
 //! room writes, pool gauges and sync wake-ups, and the endpoint hidden from
-//! peers the config does not allow.
+//! peers the config does not allow. Metrics are per process, so these tests
+//! run one worker in every test configuration.
 
 mod common;
 
@@ -20,7 +21,7 @@ const SOON: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn requests_events_and_pools_are_measured() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_one_worker().await;
     let alice = server.register_user("alice").await;
     let token = server.new_session("alice", &alice.password).await;
     let api = server.api_as(&token);
@@ -61,7 +62,7 @@ async fn requests_events_and_pools_are_measured() {
 
 #[tokio::test]
 async fn a_sync_woken_by_a_message_is_counted() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_one_worker().await;
     let alice = server.register_user("alice").await;
     let api = server.api_as(&alice.access_token);
     let room_id = api.create_room(json!({})).await;
@@ -94,7 +95,7 @@ async fn metrics_are_hidden_from_peers_not_allowed() {
 
 #[tokio::test]
 async fn metrics_are_hidden_from_requests_relayed_by_a_proxy() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_one_worker().await;
     // A reverse proxy on the same host connects from loopback too.
     let relayed = reqwest::Client::new()
         .get(format!("{}/metrics", server.base_url()))

@@ -331,3 +331,79 @@ async fn workers_share_a_redis_cluster_through_sharded_pub_sub() {
     assert!(latencies.iter().all(|latency| *latency < WAKE_BOUND), "{latencies:?}");
     typing_across_workers(&a, &b).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_senders_on_two_workers_make_one_linear_history() {
+    const SENDERS_PER_WORKER: usize = 50;
+    const MESSAGES_PER_SENDER: usize = 3;
+    const USERS: usize = 10;
+    let (a, b) = two_workers(redis::use_shared).await;
+    let owner = a.register_user("owner").await;
+    let room_id = a.api_as(&owner.access_token).create_room(json!({ "preset": "public_chat" })).await;
+    let mut tokens = Vec::new();
+    for n in 0..USERS {
+        let user = a.register_user(&format!("sender{n}")).await;
+        a.api_as(&user.access_token).join(&room_id).await.ok();
+        tokens.push(user.access_token);
+    }
+
+    // Every sender sends its messages one after another; all senders at
+    // once, half through each worker. Each message is sent twice with the
+    // same transaction id (a client retrying after a lost answer).
+    let mut senders = Vec::new();
+    for sender in 0..2 * SENDERS_PER_WORKER {
+        let worker = if sender % 2 == 0 { &a } else { &b };
+        let api = worker.api_as(&tokens[sender % USERS]);
+        let room_id = room_id.clone();
+        senders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for message in 0..MESSAGES_PER_SENDER {
+                let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", enc(&room_id), common::api::new_txn_id());
+                let body = json!({ "msgtype": "m.text", "body": format!("{sender}/{message}") });
+                let first = api.put(&path, body.clone()).await.ok()["event_id"].clone();
+                let retry = api.put(&path, body).await.ok()["event_id"].clone();
+                assert_eq!(first, retry, "a retried transaction id returns the first event");
+                ids.push(first);
+            }
+            ids
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for sender in senders {
+        acknowledged.extend(sender.await.expect("sender task"));
+    }
+
+    // The stored history: one line (each event's only prev_event is the
+    // one before it, depth counting up by one), every message exactly once.
+    let room = ruma::RoomId::parse(room_id.as_str()).expect("room id");
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as("SELECT event_id, pdu FROM events WHERE room_id = $1 ORDER BY stream_pos")
+        .bind(room_id.as_str())
+        .fetch_all(a.server().db.room_shard(&room))
+        .await
+        .expect("reading the room's events");
+    for pair in rows.windows(2) {
+        let ((previous_id, previous), (_, event)) = (&pair[0], &pair[1]);
+        assert_eq!(event["prev_events"], json!([previous_id]), "one line of events");
+        assert_eq!(event["depth"].as_i64(), previous["depth"].as_i64().map(|depth| depth + 1));
+    }
+    let bodies = message_bodies(rows.iter().map(|(_, pdu)| pdu));
+    let expected = 2 * SENDERS_PER_WORKER * MESSAGES_PER_SENDER;
+    let unique: std::collections::BTreeSet<&String> = bodies.iter().collect();
+    assert_eq!((bodies.len(), unique.len()), (expected, expected), "every message stored exactly once");
+    let stored: std::collections::BTreeSet<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(acknowledged.iter().all(|id| id.as_str().is_some_and(|id| stored.contains(id))), "every acknowledged event is stored");
+    // Each sender's messages in the order it sent them.
+    for sender in 0..2 * SENDERS_PER_WORKER {
+        let own: Vec<&String> = bodies.iter().filter(|body| body.starts_with(&format!("{sender}/"))).collect();
+        let sorted = { let mut sorted = own.clone(); sorted.sort(); sorted };
+        assert_eq!(own, sorted, "sender {sender}'s messages in order");
+    }
+
+    // Both workers serve the same history to a reader.
+    for worker in [&a, &b] {
+        let page = worker.api_as(&owner.access_token).messages(&room_id, &format!("dir=b&limit={}", expected + 50)).await;
+        let mut read = message_bodies(page.ok()["chunk"].as_array().expect("chunk"));
+        read.reverse();
+        assert_eq!(read, bodies, "the history as /messages reads it");
+    }
+}

@@ -31,7 +31,7 @@ async fn challenge(
             let session = tokens::random_string(24);
             let db = match user_id {
                 Some(user) => server.db.user_shard(user),
-                None => server.db.any_shard(),
+                None => server.db.global(),
             };
             if let Err(err) = storage::uiaa::create(db, &session, user_id).await {
                 return err.into();
@@ -92,7 +92,7 @@ pub async fn require_registration_stage(server: &Homeserver, auth: Option<&AuthD
     match auth {
         AuthData::Dummy(_) if !needs_token => Ok(()),
         AuthData::RegistrationToken(given) if needs_token => {
-            if storage::uiaa::use_registration_token(server.db.any_shard(), &given.token).await? {
+            if storage::uiaa::use_registration_token(server.db.global(), &given.token).await? {
                 Ok(())
             } else {
                 let error = StandardErrorBody::new(ErrorKind::Forbidden, "Invalid registration token".to_owned());

@@ -153,7 +153,7 @@ async fn registration_token_validity(
     if !server.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
-    let valid = storage::uiaa::registration_token_valid(server.db.any_shard(), &args.body.token).await?;
+    let valid = storage::uiaa::registration_token_valid(server.db.global(), &args.body.token).await?;
     Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 

@@ -46,7 +46,7 @@ async fn register_nonce(State(server): State<Homeserver>) -> ApiResult<Json<serd
     sqlx::query("INSERT INTO admin_register_nonces (nonce, created_ts) VALUES ($1, $2)")
         .bind(&nonce)
         .bind(storage::now_ms())
-        .execute(server.db.any_shard())
+        .execute(server.db.global())
         .await?;
     Ok(Json(serde_json::json!({ "nonce": nonce })))
 }
@@ -69,7 +69,7 @@ async fn register_with_secret(State(server): State<Homeserver>, body: axum::body
 
     let fresh: Option<i64> = sqlx::query_scalar("DELETE FROM admin_register_nonces WHERE nonce = $1 RETURNING created_ts")
         .bind(&request.nonce)
-        .fetch_optional(server.db.any_shard())
+        .fetch_optional(server.db.global())
         .await?;
     if fresh.is_none_or(|created| storage::now_ms() - created >= NONCE_LIFETIME_MS) {
         return Err(ApiError::forbidden("Unrecognised nonce"));

@@ -172,8 +172,8 @@ async fn room_aliases(server: Homeserver, args: Args<aliases::v3::Request>) -> A
     }
     let mut found = Vec::new();
     // Aliases are sharded by alias, so a room's aliases may be anywhere.
-    for db in server.db.shards() {
-        found.extend(storage::aliases::of_room(db, room_id).await?);
+    for shard in server.db.shards() {
+        found.extend(storage::aliases::of_room(&shard.pool, room_id).await?);
     }
     let mut aliases: Vec<OwnedRoomAliasId> = found.into_iter().filter_map(|alias| OwnedRoomAliasId::try_from(alias).ok()).collect();
     aliases.sort();
@@ -257,8 +257,8 @@ async fn list_public_rooms(
 
     let mut rooms = Vec::new();
     let mut total: u64 = 0;
-    for db in server.db.shards() {
-        let found = directory::published_rooms(db, query).await?;
+    for shard in server.db.shards() {
+        let found = directory::published_rooms(&shard.pool, query).await?;
         total += found.first().map_or(0, |room| u64::try_from(room.total).unwrap_or(0));
         rooms.extend(found);
     }
@@ -314,8 +314,8 @@ async fn search_users(server: Homeserver, args: Args<search_users::v3::Request>)
     // ranked as a prefix match if any shard found one.
     let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
     let mut found: BTreeMap<String, directory::DirectoryUser> = BTreeMap::new();
-    for db in server.db.shards() {
-        for user in directory::search_joined_members(db, &rooms, searcher, term, fetch).await? {
+    for (shard, rooms) in server.db.rooms_by_shard(&rooms) {
+        for user in directory::search_joined_members(&shard.pool, &rooms, searcher, term, fetch).await? {
             let prefix_match = user.prefix_match || found.get(&user.user_id).is_some_and(|known| known.prefix_match);
             found.insert(user.user_id.clone(), directory::DirectoryUser { prefix_match, ..user });
         }

@@ -125,7 +125,7 @@ async fn set_fully_read(server: &Homeserver, room_id: &RoomId, user_id: &UserId,
 async fn get_presence_status(server: Homeserver, args: Args<get_presence::v3::Request>) -> ApiResult<get_presence::v3::Response> {
     let session = args.session()?;
     let target = &args.body.user_id;
-    if *target != session.user_id && !memberships::share_a_room(server.db.user_shard(&session.user_id), &session.user_id, target).await? {
+    if *target != session.user_id && !crate::rooms::membership::share_a_room(&server, &session.user_id, target).await? {
         return Err(ApiError::forbidden("You do not share a room with this user"));
     }
     let Some(row) = presence::get(server.db.user_shard(target), target).await? else {

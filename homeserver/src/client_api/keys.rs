@@ -21,7 +21,7 @@ use crate::{
     e2ee::{self, keys::KeyUpload},
     http::{ApiError, ApiResult, Args, RouterExt, raw_json},
     server::Homeserver,
-    sync::token::SyncToken,
+    sync::token::{StreamRange, SyncToken},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -107,9 +107,9 @@ async fn claim(server: Homeserver, args: Args<claim_keys::v3::Request>) -> ApiRe
 
 async fn changes(server: Homeserver, args: Args<get_key_changes::v3::Request>) -> ApiResult<get_key_changes::v3::Response> {
     let session = args.session()?;
-    let from = args.body.from.parse::<SyncToken>()?.pos();
-    let to = args.body.to.parse::<SyncToken>()?.pos();
-    let (changed, left) = e2ee::device_lists::changes(&server, &session.user_id, from, to).await?;
+    let from = args.body.from.parse::<SyncToken>()?;
+    let to = args.body.to.parse::<SyncToken>()?;
+    let (changed, left) = e2ee::device_lists::changes(&server, &session.user_id, StreamRange { since: Some(&from), upto: &to }).await?;
     Ok(get_key_changes::v3::Response::new(changed, left))
 }
 

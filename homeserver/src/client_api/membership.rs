@@ -138,7 +138,7 @@ async fn members(server: Homeserver, args: Args<get_member_events::v3::Request>)
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
     let upto = access.readable_upto(storage::stream::current(db).await?)?;
     let upto = match args.body.at.as_deref() {
-        Some(at) => at.parse::<crate::sync::token::SyncToken>()?.pos().min(upto),
+        Some(at) => at.parse::<crate::sync::token::SyncToken>()?.position(server.db.room_shard_index(room_id)).min(upto),
         None => upto,
     };
     let wanted = |membership: &str| {

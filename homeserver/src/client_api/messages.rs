@@ -151,8 +151,9 @@ async fn paginate(server: &Homeserver, room_id: &RoomId, viewer: &UserId, access
 }
 
 /// A `/messages`-style token for a room position.
-fn position_token(pos: i64) -> String {
-    SyncToken::at(pos).to_string()
+/// A pagination token for a position in the room's database.
+fn position_token(server: &Homeserver, room_id: &RoomId, pos: i64) -> String {
+    SyncToken::for_room_at(server.db.room_shard_index(room_id), pos).to_string()
 }
 
 fn page_limit(limit: UInt) -> usize {
@@ -167,7 +168,8 @@ async fn messages(server: Homeserver, args: Args<get_message_events::v3::Request
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
     let upto = access.readable_upto(storage::stream::current(db).await?)?;
 
-    let parse = |token: &Option<String>| token.as_deref().map(|t| t.parse::<SyncToken>().map(|t| t.pos())).transpose();
+    let shard = server.db.room_shard_index(room_id);
+    let parse = |token: &Option<String>| token.as_deref().map(|t| t.parse::<SyncToken>().map(|t| t.position(shard))).transpose();
     let from = parse(&request.from)?;
     let to = parse(&request.to)?;
     let (from, bound) = match request.dir {
@@ -179,8 +181,8 @@ async fn messages(server: Homeserver, args: Args<get_message_events::v3::Request
     let state = lazy_members(&server, room_id, upto, &request.filter, &page.events).await?;
     let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
     let mut response = get_message_events::v3::Response::new();
-    response.start = position_token(from);
-    response.end = page.next.map(position_token);
+    response.start = position_token(&server, room_id, from);
+    response.end = page.next.map(|next| position_token(&server, room_id, next));
     response.chunk = page.events.iter().map(|e| e.to_client(viewer).raw()).collect();
     response.state = state;
     Ok(response)
@@ -231,8 +233,8 @@ async fn context(server: Homeserver, args: Args<get_context::v3::Request>) -> Ap
 
     let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
     let mut response = get_context::v3::Response::new();
-    response.start = Some(position_token(before.next.unwrap_or(-1).max(0)));
-    response.end = Some(position_token(after.next.unwrap_or(upto)));
+    response.start = Some(position_token(&server, room_id, before.next.unwrap_or(-1).max(0)));
+    response.end = Some(position_token(&server, room_id, after.next.unwrap_or(upto)));
     response.event = Some(event.to_client(viewer).raw());
     response.events_before = before.events.iter().map(|e| e.to_client(viewer).raw()).collect();
     response.events_after = after.events.iter().map(|e| e.to_client(viewer).raw()).collect();

@@ -105,7 +105,7 @@ async fn add_pusher(server: &Homeserver, session: &Session, post: &PusherPostDat
         // A pushkey names one app on one device: whoever set it last gets
         // its notifications, no one else.
         for shard in server.db.shards() {
-            pushers::delete_for_other_users(shard, user_id, app_id, pushkey).await?;
+            pushers::delete_for_other_users(&shard.pool, user_id, app_id, pushkey).await?;
         }
     }
     Ok(())

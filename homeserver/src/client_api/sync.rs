@@ -17,7 +17,7 @@ use crate::{
     e2ee,
     server::Homeserver,
     storage::account_data,
-    sync::{engine, filter, token::SyncToken},
+    sync::{engine, filter, token::{StreamRange, SyncToken}},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -73,9 +73,8 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
 /// The room and account part from the sync engine plus the device's
 /// encryption updates; the token records how far to-device delivery got.
 async fn respond(server: &Homeserver, request: &engine::SyncRequest<'_>, mut upto: SyncToken) -> ApiResult<sync_events::v3::Response> {
-    let since = request.since.map(SyncToken::pos);
-    let to_device_since = request.since.map(SyncToken::to_device_pos);
-    let e2ee = e2ee::sync_updates(server, request.session, since, to_device_since, upto.pos()).await?;
+    let to_device_since = request.since.map(|since| since.to_device_pos(server.db.user_shard_index(&request.session.user_id)));
+    let e2ee = e2ee::sync_updates(server, request.session, StreamRange { since: request.since, upto: &upto }, to_device_since).await?;
     upto.to_device = Some(e2ee.to_device_upto);
     let mut response = engine::build(server, request, &upto).await?;
     response.to_device.events = e2ee.to_device.iter().map(raw_json).collect();

@@ -13,6 +13,7 @@ use crate::{
     rooms::membership,
     server::Homeserver,
     storage::{device_keys, events, memberships},
+    sync::token::StreamRange,
 };
 
 /// After the commit of a device change (`storage::device_keys::
@@ -24,21 +25,23 @@ pub async fn notify_observers(server: &Homeserver, user_id: &UserId) -> ApiResul
     Ok(())
 }
 
-/// `(changed, left)` for `observer` between the positions `(since, upto]`.
-pub async fn changes(server: &Homeserver, observer: &UserId, since: i64, upto: i64) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+/// `(changed, left)` for `observer` between the positions of `range`.
+pub async fn changes(server: &Homeserver, observer: &UserId, range: StreamRange<'_>) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
     let mut changed = BTreeSet::new();
     let mut maybe_left = BTreeSet::new();
+    let (own_since, own_upto) = range.of(server.db.user_shard_index(observer));
     let rooms = memberships::rooms_of_user(server.db.user_shard(observer), observer).await?;
     for room in &rooms {
         let Some(room_id) = room.room_id() else { continue };
         let db = server.db.room_shard(&room_id);
-        let own_change = room.stream_pos > since && room.stream_pos <= upto;
+        let own_change = own_since.is_none_or(|since| room.stream_pos > since) && room.stream_pos <= own_upto;
         match room.membership.as_str() {
             "join" if own_change => {
                 changed.extend(memberships::members_with(db, &room_id, &["join"]).await?);
             }
             "join" => {
-                for (target, membership) in events::member_changes(db, &room_id, since, upto).await? {
+                let (since, upto) = range.of(server.db.room_shard_index(&room_id));
+                for (target, membership) in events::member_changes(db, &room_id, since.unwrap_or(-1), upto).await? {
                     let Ok(target) = OwnedUserId::try_from(target) else { continue };
                     if membership == "join" {
                         changed.insert(target);
@@ -54,11 +57,16 @@ pub async fn changes(server: &Homeserver, observer: &UserId, since: i64, upto: i
         }
     }
 
-    let sharing = membership::users_sharing_rooms(server, observer).await?;
-    let candidates: Vec<String> = sharing.iter().map(|u| u.to_string()).collect();
-    for user in device_keys::device_lists_changed(server.db.user_shard(observer), &candidates, since, upto).await? {
-        changed.extend(OwnedUserId::try_from(user).ok());
+    let sharing: Vec<OwnedUserId> = membership::users_sharing_rooms(server, observer).await?.into_iter().collect();
+    // Each user's device list position is on that user's own database.
+    for (shard, users) in server.db.users_by_shard(&sharing) {
+        let (since, upto) = range.of(shard.index);
+        let candidates: Vec<String> = users.iter().map(ToString::to_string).collect();
+        for user in device_keys::device_lists_changed(&shard.pool, &candidates, since.unwrap_or(-1), upto).await? {
+            changed.extend(OwnedUserId::try_from(user).ok());
+        }
     }
+    let sharing: BTreeSet<OwnedUserId> = sharing.into_iter().collect();
     changed.retain(|user| sharing.contains(user));
     let left = maybe_left.into_iter().filter(|user| !sharing.contains(user) && user != observer).collect();
     Ok((changed.into_iter().collect(), left))

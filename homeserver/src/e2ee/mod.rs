@@ -15,6 +15,7 @@ use crate::{
     http::{ApiResult, Session},
     server::Homeserver,
     storage::device_keys,
+    sync::token::StreamRange,
 };
 
 /// What a sync (classic or sliding) tells a device about encryption.
@@ -29,12 +30,13 @@ pub struct SyncUpdates {
     pub unused_fallback_key_types: Vec<String>,
 }
 
-/// The E2EE part of a sync response for positions `(since, upto]`;
+/// The E2EE part of a sync response for the positions of `range`;
 /// `to_device_since` is the to-device position of the client's token.
-pub async fn sync_updates(server: &Homeserver, session: &Session, since: Option<i64>, to_device_since: Option<i64>, upto: i64) -> ApiResult<SyncUpdates> {
-    let (to_device, to_device_upto) = to_device::deliver(server, session, to_device_since, upto).await?;
-    let (changed, left) = match since {
-        Some(since) => device_lists::changes(server, &session.user_id, since, upto).await?,
+pub async fn sync_updates(server: &Homeserver, session: &Session, range: StreamRange<'_>, to_device_since: Option<i64>) -> ApiResult<SyncUpdates> {
+    let (_, own_upto) = range.of(server.db.user_shard_index(&session.user_id));
+    let (to_device, to_device_upto) = to_device::deliver(server, session, to_device_since, own_upto).await?;
+    let (changed, left) = match range.since {
+        Some(_) => device_lists::changes(server, &session.user_id, range).await?,
         None => (Vec::new(), Vec::new()),
     };
     let db = server.db.user_shard(&session.user_id);

@@ -27,7 +27,7 @@ impl DbPoolCollector {
 impl Collector for DbPoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Read once, so both families describe the same moment per pool.
-        let pools: Vec<(String, PoolUsage)> = self.db.shards().enumerate().map(|(shard, pool)| (shard.to_string(), PoolUsage::of(pool))).collect();
+        let pools: Vec<(String, PoolUsage)> = self.db.shards().map(|shard| (shard.index.to_string(), PoolUsage::of(&shard.pool))).collect();
 
         let mut connections = encoder.encode_descriptor(
             "db_pool_connections",

@@ -205,7 +205,7 @@ fn notify_request(push: &QueuedPush, pusher: &PusherRow, badge: UInt, allowed: &
 async fn badge(server: &Homeserver, user_id: &UserId) -> anyhow::Result<UInt> {
     let mut total: u64 = 0;
     for shard in server.db.shards() {
-        for room in push_actions::rooms_with_notifications(shard, user_id).await? {
+        for room in push_actions::rooms_with_notifications(&shard.pool, user_id).await? {
             let Ok(room_id) = OwnedRoomId::try_from(room) else { continue };
             // Actions exist only for events after the user joined, so
             // without a receipt every one of them is unread.

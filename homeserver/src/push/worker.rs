@@ -65,7 +65,7 @@ impl PushWorker {
         let tasks = server
             .db
             .shards()
-            .map(|pool| tokio::spawn(run(server.clone(), pool.clone(), stopped.clone())))
+            .map(|shard| tokio::spawn(run(server.clone(), shard.pool.clone(), stopped.clone())))
             .collect();
         Self { stop, tasks }
     }

@@ -83,13 +83,21 @@ pub async fn refresh_profile_in_rooms(server: &Homeserver, user_id: &UserId) -> 
     Ok(())
 }
 
+/// Whether two users share a joined room: their indexes intersect (each on
+/// its own user's database).
+pub async fn share_a_room(server: &Homeserver, a: &UserId, b: &UserId) -> ApiResult<bool> {
+    let rooms_of_a: std::collections::BTreeSet<_> = memberships::joined_rooms(server.db.user_shard(a), a).await?.into_iter().collect();
+    let rooms_of_b = memberships::joined_rooms(server.db.user_shard(b), b).await?;
+    Ok(rooms_of_b.iter().any(|room| rooms_of_a.contains(room)))
+}
+
 /// The user and everyone joined to a room the user is joined to: who sees
 /// the user's presence and must track the user's devices.
 pub async fn users_sharing_rooms(server: &Homeserver, user_id: &UserId) -> ApiResult<std::collections::BTreeSet<ruma::OwnedUserId>> {
     let rooms = memberships::joined_rooms(server.db.user_shard(user_id), user_id).await?;
     let mut users = std::collections::BTreeSet::from([user_id.to_owned()]);
-    for (db, rooms) in server.db.rooms_by_shard(&rooms) {
-        users.extend(memberships::joined_members_of_rooms(db, rooms).await?);
+    for (shard, rooms) in server.db.rooms_by_shard(&rooms) {
+        users.extend(memberships::joined_members_of_rooms(&shard.pool, &rooms).await?);
     }
     Ok(users)
 }

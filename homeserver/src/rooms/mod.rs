@@ -2,6 +2,7 @@
 
 pub mod membership;
 pub mod pdu;
+pub mod user_index;
 pub mod visibility;
 pub mod writer;
 

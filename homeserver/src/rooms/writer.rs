@@ -68,6 +68,9 @@ pub struct RoomWriter<'s> {
     opened: Instant,
     /// Events stored so far (a retried transaction id stores none).
     persisted: u64,
+    /// Local users' membership changes, for their indexes after commit
+    /// (see `user_index`).
+    index: Vec<memberships::IndexEntry>,
 }
 
 impl<'s> RoomWriter<'s> {
@@ -90,6 +93,7 @@ impl<'s> RoomWriter<'s> {
             wake: BTreeSet::new(),
             opened,
             persisted: 0,
+            index: Vec::new(),
         })
     }
 
@@ -109,6 +113,7 @@ impl<'s> RoomWriter<'s> {
             wake: BTreeSet::new(),
             opened,
             persisted: 0,
+            index: Vec::new(),
         })
     }
 
@@ -227,6 +232,8 @@ impl<'s> RoomWriter<'s> {
         let Ok(target) = UserId::parse(state_key) else { return Ok(()) };
         let content = pdu.content_value();
         let membership = content.get("membership").and_then(JsonValue::as_str).unwrap_or("leave");
+        let local = target.server_name() == self.server.server_name();
+        let changed_ts: i64 = pdu.origin_server_ts.get().into();
         let change = memberships::MembershipChange {
             room_id: &self.room_id,
             user_id: &target,
@@ -235,10 +242,19 @@ impl<'s> RoomWriter<'s> {
             stream_pos,
             displayname: content.get("displayname").and_then(JsonValue::as_str),
             avatar_url: content.get("avatar_url").and_then(JsonValue::as_str),
+            index_pending: local,
+            changed_ts,
         };
         memberships::set_room_membership(&mut self.tx, &change).await?;
-        if target.server_name() == self.server.server_name() {
-            memberships::set_user_room(&mut self.tx, &change).await?;
+        if local {
+            self.index.push(memberships::IndexEntry {
+                room_id: self.room_id.to_string(),
+                user_id: target.to_string(),
+                membership: membership.to_owned(),
+                event_id: pdu.event_id.to_string(),
+                stream_pos,
+                changed_ts,
+            });
         }
         self.wake.insert(target);
         Ok(())
@@ -256,13 +272,17 @@ impl<'s> RoomWriter<'s> {
         Ok(())
     }
 
-    /// Commits, then wakes the push processors and every member's waiting
-    /// syncs. Nothing is acknowledged to a client before this returns.
+    /// Commits, carries membership changes into the users' indexes, then
+    /// wakes the push processors and every member's waiting syncs. Nothing
+    /// is acknowledged to a client before this returns.
     pub async fn commit(self) -> ApiResult<()> {
-        let Self { server, tx, room_id, mut wake, opened, persisted, .. } = self;
+        let Self { server, tx, room_id, mut wake, opened, persisted, index, .. } = self;
         tx.commit().await?;
         server.metrics.events.committed(opened, persisted);
         server.push_wakeup.events_committed();
+        for entry in &index {
+            super::user_index::apply(server, entry).await?;
+        }
         wake.extend(memberships::members_with(server.db.room_shard(&room_id), &room_id, &["join"]).await?);
         server.notifier.notify_users(wake.iter());
         Ok(())

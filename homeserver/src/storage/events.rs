@@ -342,13 +342,13 @@ pub async fn rooms_with_events_in(db: impl PgExecutor<'_>, ranges: &[super::Room
     .await
 }
 
-/// For each of `rooms`, the position of its newest event at or before
-/// `upto` whose type is one of `types` (`None` when there is none): the
-/// "bump stamp" by which clients order their room lists.
+/// For each of `rooms`, the `origin_server_ts` of its newest event at or
+/// before `upto` whose type is one of `types` (`None` when there is none):
+/// the "bump stamp" by which clients order their room lists.
 pub async fn newest_of_types(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId], upto: i64, types: &[&str]) -> sqlx::Result<Vec<(String, Option<i64>)>> {
     let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
     sqlx::query_as(
-        "SELECT r.room_id, (SELECT e.stream_pos FROM events e
+        "SELECT r.room_id, (SELECT e.origin_server_ts FROM events e
                             WHERE e.room_id = r.room_id AND e.stream_pos <= $2 AND e.event_type = ANY($3)
                             ORDER BY e.stream_pos DESC LIMIT 1)
          FROM UNNEST($1::text[]) AS r(room_id)",

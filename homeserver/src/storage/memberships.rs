@@ -10,7 +10,14 @@ pub struct UserRoom {
     pub room_id: String,
     pub membership: String,
     pub event_id: String,
+    /// When the index changed: a position of the user's database, which
+    /// `/sync` compares with the user's position in its token.
     pub stream_pos: i64,
+    /// The member event's position in the room's database: where the
+    /// membership is in the room's history.
+    pub room_pos: i64,
+    /// The member event's `origin_server_ts`.
+    pub membership_ts: i64,
 }
 
 impl UserRoom {
@@ -19,7 +26,7 @@ impl UserRoom {
     }
 }
 
-/// A membership change, as applied to both tables.
+/// A membership change of `room_memberships` (the room's database).
 pub struct MembershipChange<'a> {
     pub room_id: &'a RoomId,
     pub user_id: &'a UserId,
@@ -28,14 +35,20 @@ pub struct MembershipChange<'a> {
     pub stream_pos: i64,
     pub displayname: Option<&'a str>,
     pub avatar_url: Option<&'a str>,
+    /// The user is local: the change must still reach the user's
+    /// `user_rooms` (the outbox flag, cleared once it has).
+    pub index_pending: bool,
+    /// The member event's `origin_server_ts`.
+    pub changed_ts: i64,
 }
 
 pub async fn set_room_membership(conn: &mut PgConnection, change: &MembershipChange<'_>) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, displayname, avatar_url)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, displayname, avatar_url, index_pending, changed_ts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership, event_id = EXCLUDED.event_id,
-            stream_pos = EXCLUDED.stream_pos, displayname = EXCLUDED.displayname, avatar_url = EXCLUDED.avatar_url",
+            stream_pos = EXCLUDED.stream_pos, displayname = EXCLUDED.displayname, avatar_url = EXCLUDED.avatar_url,
+            index_pending = EXCLUDED.index_pending, changed_ts = EXCLUDED.changed_ts",
     )
     .bind(change.room_id.as_str())
     .bind(change.user_id.as_str())
@@ -44,26 +57,72 @@ pub async fn set_room_membership(conn: &mut PgConnection, change: &MembershipCha
     .bind(change.stream_pos)
     .bind(change.displayname)
     .bind(change.avatar_url)
+    .bind(change.index_pending)
+    .bind(change.changed_ts)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Updates the user's index; a new membership un-forgets the room.
-pub async fn set_user_room(conn: &mut PgConnection, change: &MembershipChange<'_>) -> sqlx::Result<()> {
+/// A membership on its way from the room's database to the user's index.
+#[derive(Clone, Debug, FromRow)]
+pub struct IndexEntry {
+    pub room_id: String,
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+    /// The member event's position in the room's database.
+    pub stream_pos: i64,
+    /// When it was written (the event's `origin_server_ts`).
+    pub changed_ts: i64,
+}
+
+/// Writes the membership into the user's index at the user database's
+/// position `stream_pos`, unless the index already has a newer one of the
+/// room (the repair task may replay an old entry after a newer change). A
+/// new membership un-forgets the room.
+pub async fn set_user_room(conn: &mut PgConnection, entry: &IndexEntry, stream_pos: i64) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO user_rooms (user_id, room_id, membership, event_id, stream_pos) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO user_rooms (user_id, room_id, membership, event_id, stream_pos, room_pos, membership_ts) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (user_id, room_id) DO UPDATE SET membership = EXCLUDED.membership, event_id = EXCLUDED.event_id,
-            stream_pos = EXCLUDED.stream_pos, forgotten = FALSE",
+            stream_pos = EXCLUDED.stream_pos, room_pos = EXCLUDED.room_pos, membership_ts = EXCLUDED.membership_ts, forgotten = FALSE
+         WHERE user_rooms.room_pos < EXCLUDED.room_pos",
     )
-    .bind(change.user_id.as_str())
-    .bind(change.room_id.as_str())
-    .bind(change.membership)
-    .bind(change.event_id)
-    .bind(change.stream_pos)
+    .bind(&entry.user_id)
+    .bind(&entry.room_id)
+    .bind(&entry.membership)
+    .bind(&entry.event_id)
+    .bind(stream_pos)
+    .bind(entry.stream_pos)
+    .bind(entry.changed_ts)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Clears the outbox flag of an entry that reached the user's index, unless
+/// a newer change replaced it meanwhile (that one is still on its way).
+pub async fn index_done(db: impl PgExecutor<'_>, entry: &IndexEntry) -> sqlx::Result<()> {
+    sqlx::query("UPDATE room_memberships SET index_pending = FALSE WHERE room_id = $1 AND user_id = $2 AND event_id = $3")
+        .bind(&entry.room_id)
+        .bind(&entry.user_id)
+        .bind(&entry.event_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Entries still flagged after `older_than_ms`: their writer crashed or
+/// failed between the room's commit and the user's index.
+pub async fn index_pending(db: impl PgExecutor<'_>, older_than_ms: i64, limit: i64) -> sqlx::Result<Vec<IndexEntry>> {
+    sqlx::query_as(
+        "SELECT room_id, user_id, membership, event_id, stream_pos, changed_ts FROM room_memberships
+         WHERE index_pending AND changed_ts < $1 ORDER BY changed_ts LIMIT $2",
+    )
+    .bind(older_than_ms)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// The user's membership in a room, from the room's authoritative table.
@@ -133,7 +192,7 @@ pub async fn counts(db: impl PgExecutor<'_>, room_id: &RoomId) -> sqlx::Result<(
 /// Rooms of a user (not forgotten), from the user's index.
 pub async fn rooms_of_user(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Vec<UserRoom>> {
     sqlx::query_as(
-        "SELECT room_id, membership, event_id, stream_pos FROM user_rooms WHERE user_id = $1 AND NOT forgotten",
+        "SELECT room_id, membership, event_id, stream_pos, room_pos, membership_ts FROM user_rooms WHERE user_id = $1 AND NOT forgotten",
     )
     .bind(user_id.as_str())
     .fetch_all(db)
@@ -161,18 +220,6 @@ pub async fn forget(db: impl PgExecutor<'_>, user_id: &UserId, room_id: &RoomId)
     .execute(db)
     .await?;
     Ok(updated.rows_affected() == 1)
-}
-
-/// Whether two users share a joined room.
-pub async fn share_a_room(db: impl PgExecutor<'_>, a: &UserId, b: &UserId) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM user_rooms x JOIN user_rooms y ON x.room_id = y.room_id
-         WHERE x.user_id = $1 AND y.user_id = $2 AND x.membership = 'join' AND y.membership = 'join')",
-    )
-    .bind(a.as_str())
-    .bind(b.as_str())
-    .fetch_one(db)
-    .await
 }
 
 /// A joined member with their room display name and the position of their

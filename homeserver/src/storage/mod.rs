@@ -2,9 +2,9 @@
 //! module per table family.
 //!
 //! Every query goes through the accessor for its scope (`user_shard`,
-//! `room_shard`, `alias_shard`, `media_shard`). Today all of them return the
-//! one pool; the shard map (see ARCHITECTURE.md) makes them return different
-//! databases without touching the call sites.
+//! `room_shard`, `alias_shard`, `media_shard`), which the shard map
+//! (`shard_map.rs`, ARCHITECTURE.md "Sharding") resolves to one of the
+//! physical databases. With one database the code path is the same.
 
 pub mod account_data;
 pub mod aliases;
@@ -19,84 +19,149 @@ pub mod push_actions;
 pub mod push_queue;
 pub mod pushers;
 pub mod receipts;
+pub mod shard_map;
 pub mod sliding_sync;
 pub mod stream;
 pub mod to_device;
 pub mod uiaa;
 pub mod users;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use ruma::{RoomAliasId, RoomId, UserId};
+use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
-/// The migrations compiled into the binary, applied by `homeserver migrate`
-/// and at start.
+/// The migrations compiled into the binary, applied to every database by
+/// `homeserver migrate` and at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Handle to the homeserver's databases.
+/// One physical database of the deployment.
+#[derive(Debug)]
+pub struct Shard {
+    /// Its place in the configured list and in sync tokens.
+    pub index: usize,
+    pub pool: PgPool,
+}
+
+/// Handle to the homeserver's databases: the physical databases and the
+/// shard map that places every id on one of them.
 #[derive(Clone, Debug)]
-pub struct Db {
-    pool: PgPool,
+pub struct Db(Arc<DbInner>);
+
+#[derive(Debug)]
+struct DbInner {
+    shards: Vec<Shard>,
+    /// Logical shard -> index into `shards`.
+    map: Vec<usize>,
 }
 
 impl Db {
-    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(&config.url)
-            .await
-            .with_context(|| "connecting to PostgreSQL".to_string())?;
-        Ok(Self { pool })
+    /// Connects to every configured database, applies pending migrations to
+    /// each, checks that each is where the list says, and loads the shard
+    /// map (creating it on a deployment's first start).
+    pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let mut shards = Vec::new();
+        for (index, url) in config.urls().enumerate() {
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL database {index}"))?;
+            MIGRATOR.run(&pool).await.with_context(|| format!("applying migrations to database {index}"))?;
+            shard_map::claim_identity(&pool, index, &redacted_url(url)).await?;
+            shards.push(Shard { index, pool });
+        }
+        let map = shard_map::load_or_init(&shards[0].pool, shards.len()).await?;
+        Ok(Self(Arc::new(DbInner { shards, map })))
     }
 
-    /// Applies pending migrations to every database.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("applying migrations")?;
-        Ok(())
+    fn shard_of(&self, id: &str) -> &Shard {
+        &self.0.shards[self.0.map[shard_map::logical_shard(id)]]
     }
 
     /// The database holding rows of `user_id`.
-    pub fn user_shard(&self, _user_id: &UserId) -> &PgPool {
-        &self.pool
+    pub fn user_shard(&self, user_id: &UserId) -> &PgPool {
+        &self.shard_of(user_id.as_str()).pool
+    }
+
+    /// The index of the database holding rows of `user_id`: its place in a
+    /// sync token.
+    pub fn user_shard_index(&self, user_id: &UserId) -> usize {
+        self.shard_of(user_id.as_str()).index
     }
 
     /// The database holding rows of `room_id`.
-    pub fn room_shard(&self, _room_id: &RoomId) -> &PgPool {
-        &self.pool
+    pub fn room_shard(&self, room_id: &RoomId) -> &PgPool {
+        &self.shard_of(room_id.as_str()).pool
+    }
+
+    /// The index of the database holding rows of `room_id`.
+    pub fn room_shard_index(&self, room_id: &RoomId) -> usize {
+        self.shard_of(room_id.as_str()).index
     }
 
     /// `rooms` grouped by the database that holds them, for queries over
     /// many rooms at once (one query per database, not per room).
-    pub fn rooms_by_shard<'a>(&self, rooms: &'a [ruma::OwnedRoomId]) -> Vec<(&PgPool, &'a [ruma::OwnedRoomId])> {
-        if rooms.is_empty() { Vec::new() } else { vec![(&self.pool, rooms)] }
+    pub fn rooms_by_shard(&self, rooms: &[OwnedRoomId]) -> Vec<(&Shard, Vec<OwnedRoomId>)> {
+        self.group_by_shard(rooms, |room| room.as_str())
+    }
+
+    /// `users` grouped by the database that holds them.
+    pub fn users_by_shard<U: AsRef<UserId> + Clone>(&self, users: &[U]) -> Vec<(&Shard, Vec<U>)> {
+        self.group_by_shard(users, |user| user.as_ref().as_str())
+    }
+
+    fn group_by_shard<T: Clone>(&self, items: &[T], id: impl Fn(&T) -> &str) -> Vec<(&Shard, Vec<T>)> {
+        let mut groups: Vec<Vec<T>> = vec![Vec::new(); self.0.shards.len()];
+        for item in items {
+            groups[self.shard_of(id(item)).index].push(item.clone());
+        }
+        self.0.shards.iter().zip(groups).filter(|(_, items)| !items.is_empty()).collect()
     }
 
     /// The database holding the alias.
-    pub fn alias_shard(&self, _alias: &RoomAliasId) -> &PgPool {
-        &self.pool
+    pub fn alias_shard(&self, alias: &RoomAliasId) -> &PgPool {
+        &self.shard_of(alias.as_str()).pool
     }
 
     /// The database holding the media id's metadata (`media`,
     /// `media_thumbnails`). Media is scoped by its id, not by uploader or
     /// room: it outlives accounts and is shared into any number of rooms.
-    pub fn media_shard(&self, _media_id: &str) -> &PgPool {
-        &self.pool
+    pub fn media_shard(&self, media_id: &str) -> &PgPool {
+        &self.shard_of(media_id).pool
     }
 
-    /// A database for rows that belong to no user or room yet (registration
-    /// tokens, anonymous UIAA sessions).
-    pub fn any_shard(&self) -> &PgPool {
-        &self.pool
+    /// Database 0, for the rows that belong to no user or room (the shard
+    /// map, registration tokens, anonymous UIAA sessions).
+    pub fn global(&self) -> &PgPool {
+        &self.0.shards[0].pool
     }
 
-    /// Every database, for stream positions and maintenance.
-    pub fn shards(&self) -> impl Iterator<Item = &PgPool> {
-        std::iter::once(&self.pool)
+    /// Every database, in token order, for stream positions and
+    /// maintenance.
+    pub fn shards(&self) -> impl Iterator<Item = &Shard> {
+        self.0.shards.iter()
+    }
+
+    /// How many physical databases there are: the length of a token's
+    /// position vector.
+    pub fn shard_count(&self) -> usize {
+        self.0.shards.len()
+    }
+}
+
+/// `url` without its password, for error messages.
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.into()
+        }
+        _ => url.to_owned(),
     }
 }
 

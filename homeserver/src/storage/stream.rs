@@ -24,8 +24,8 @@ pub async fn current(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<i64> {
 /// (the positions of a sync token).
 pub async fn heads(db: &super::Db) -> sqlx::Result<Vec<i64>> {
     let mut heads = Vec::new();
-    for pool in db.shards() {
-        heads.push(current(pool).await?);
+    for shard in db.shards() {
+        heads.push(current(&shard.pool).await?);
     }
     Ok(heads)
 }

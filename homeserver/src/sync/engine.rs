@@ -22,7 +22,7 @@ use ruma::{
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{filter::{self, EventFilter as _}, token::SyncToken};
+use super::{filter::{self, EventFilter as _}, token::{StreamRange, SyncToken}};
 use crate::{
     http::{ApiResult, Session, raw_json},
     rooms::visibility::HistoryAccess,
@@ -56,10 +56,14 @@ pub struct SyncRequest<'a> {
     pub state_after: bool,
 }
 
-/// The window one response covers.
+/// The window one response covers: `(since, upto]` of every database.
+/// Each query takes the range of the database it reads: the room's for room
+/// data, the user's for the user's own rows.
 struct Window<'a> {
     request: &'a SyncRequest<'a>,
-    /// Exclusive lower bound; `None` for an initial sync.
+    server: &'a Homeserver,
+    range: StreamRange<'a>,
+    /// The range of the user's database.
     since: Option<i64>,
     upto: i64,
 }
@@ -68,6 +72,10 @@ impl Window<'_> {
     fn user(&self) -> &UserId {
         &self.request.session.user_id
     }
+    /// `(since, upto]` of the room's database.
+    fn room(&self, room_id: &RoomId) -> (Option<i64>, i64) {
+        self.range.of(self.server.db.room_shard_index(room_id))
+    }
     fn room_filter(&self) -> &ruma::api::client::filter::RoomFilter {
         &self.request.filter.room
     }
@@ -75,7 +83,9 @@ impl Window<'_> {
 
 /// Builds the response for the positions `(since, upto]`.
 pub async fn build(server: &Homeserver, request: &SyncRequest<'_>, upto: &SyncToken) -> ApiResult<Response> {
-    let window = Window { request, since: request.since.map(SyncToken::pos), upto: upto.pos() };
+    let range = StreamRange { since: request.since, upto };
+    let (since, own_upto) = range.of(server.db.user_shard_index(&request.session.user_id));
+    let window = Window { request, server, range, since, upto: own_upto };
     let user_id = window.user();
     let mut response = Response::new(upto.to_string());
 
@@ -142,24 +152,28 @@ pub(crate) fn account_data_event(entry: &account_data::AccountDataEntry) -> Json
 /// Joined rooms with anything new: events, receipts, room account data,
 /// typing.
 async fn rooms_with_news(server: &Homeserver, window: &Window<'_>, joined: &[&UserRoom], account_data: &[account_data::AccountDataEntry], typing_since: Option<u64>) -> ApiResult<BTreeSet<OwnedRoomId>> {
-    let Some(since) = window.since else { return Ok(BTreeSet::new()) };
+    if window.range.since.is_none() {
+        return Ok(BTreeSet::new());
+    }
     let room_ids: Vec<OwnedRoomId> = joined.iter().filter_map(|r| r.room_id()).collect();
     let mut changed = BTreeSet::new();
     if room_ids.is_empty() {
         return Ok(changed);
     }
-    for (db, rooms) in server.db.rooms_by_shard(&room_ids) {
-        for room in events::rooms_changed_since(db, rooms, since, window.upto).await? {
+    for (shard, rooms) in server.db.rooms_by_shard(&room_ids) {
+        let (db, (since, upto)) = (&shard.pool, window.range.of(shard.index));
+        let since = since.unwrap_or(-1);
+        for room in events::rooms_changed_since(db, &rooms, since, upto).await? {
             changed.extend(OwnedRoomId::try_from(room).ok());
         }
-        for receipt in receipts::changed_since(db, rooms, Some(since)).await? {
-            if receipt.stream_pos <= window.upto {
+        for receipt in receipts::changed_since(db, &rooms, Some(since)).await? {
+            if receipt.stream_pos <= upto {
                 changed.extend(OwnedRoomId::try_from(receipt.room_id).ok());
             }
         }
         // Notification counts change after their events: the push processor
         // evaluates events after commit.
-        for room in storage::push_actions::rooms_changed_since(db, window.user(), rooms, since, window.upto).await? {
+        for room in storage::push_actions::rooms_changed_since(db, window.user(), &rooms, since, upto).await? {
             changed.extend(OwnedRoomId::try_from(room).ok());
         }
     }
@@ -181,9 +195,10 @@ async fn joined_room(
 ) -> ApiResult<JoinedRoom> {
     let db = server.db.room_shard(room_id);
     let user_id = window.user();
-    let from = if newly_joined { None } else { window.since };
-    let (timeline, timeline_events) = timeline(server, window, room_id, from, window.upto).await?;
-    let state = state_section(server, window, room_id, from, &timeline_events, window.upto, newly_joined || window.request.full_state).await?;
+    let (since, upto) = window.room(room_id);
+    let from = if newly_joined { None } else { since };
+    let (timeline, timeline_events) = timeline(server, window, room_id, from, upto).await?;
+    let state = state_section(server, window, room_id, from, &timeline_events, upto, newly_joined || window.request.full_state).await?;
 
     let mut room = JoinedRoom::new();
     room.timeline = timeline;
@@ -195,9 +210,9 @@ async fn joined_room(
         .map(|e| raw_json(&account_data_event(e)))
         .collect();
     room.ephemeral = Ephemeral::new();
-    room.ephemeral.events = ephemeral_events(server, window, room_id, from, typing_since).await?;
+    room.ephemeral.events = ephemeral_events(server, room_id, user_id, (from, upto), typing_since).await?;
 
-    room.unread_notifications = crate::push::unread_notifications(db, room_id, user_id, membership.stream_pos).await?;
+    room.unread_notifications = crate::push::unread_notifications(db, room_id, user_id, membership.room_pos).await?;
     room.summary = summary(server, room_id, user_id).await?;
     Ok(room)
 }
@@ -212,7 +227,7 @@ async fn timeline(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, af
     let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
     let mut timeline = Timeline::new();
     timeline.limited = limited;
-    timeline.prev_batch = Some(prev_batch(&visible, upto));
+    timeline.prev_batch = Some(prev_batch(server, room_id, &visible, upto));
     timeline.events = visible.iter().map(|e| e.to_client(viewer).raw_sync()).collect();
     Ok((timeline, visible))
 }
@@ -238,8 +253,8 @@ pub(crate) async fn visible_timeline(server: &Homeserver, room_id: &RoomId, user
 
 /// The `prev_batch` of a timeline: `/messages` continues backwards from
 /// just before its first event (from `upto` when it is empty).
-pub(crate) fn prev_batch(timeline: &[StoredEvent], upto: i64) -> String {
-    SyncToken::at(timeline.first().map_or(upto, |e| e.stream_pos - 1)).to_string()
+pub(crate) fn prev_batch(server: &Homeserver, room_id: &RoomId, timeline: &[StoredEvent], upto: i64) -> String {
+    SyncToken::for_room_at(server.db.room_shard_index(room_id), timeline.first().map_or(upto, |e| e.stream_pos - 1)).to_string()
 }
 
 /// The users whose member events a client needs to render `timeline`: the
@@ -302,11 +317,11 @@ impl StateEventsExt for StateEvents {
 }
 
 /// Receipts and typing for a joined room.
-async fn ephemeral_events(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, since: Option<i64>, typing_since: Option<u64>) -> ApiResult<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
+async fn ephemeral_events(server: &Homeserver, room_id: &RoomId, viewer: &UserId, (since, upto): (Option<i64>, i64), typing_since: Option<u64>) -> ApiResult<Vec<Raw<ruma::events::AnySyncEphemeralRoomEvent>>> {
     let db = server.db.room_shard(room_id);
     let mut out = Vec::new();
     let receipts = receipts::changed_since(db, std::slice::from_ref(&room_id.to_owned()), since).await?;
-    if let Some(event) = receipt_event(receipts.into_iter().filter(|r| r.stream_pos <= window.upto), window.user()) {
+    if let Some(event) = receipt_event(receipts.into_iter().filter(|r| r.stream_pos <= upto), viewer) {
         out.push(raw_json(&event));
     }
     let typing_since = if since.is_none() { None } else { typing_since };
@@ -363,7 +378,7 @@ async fn invited_room(server: &Homeserver, room_id: &RoomId, membership: &UserRo
 /// Shared by `/sync` and sliding sync.
 pub(crate) async fn invite_state_events(server: &Homeserver, room_id: &RoomId, membership: &UserRoom) -> ApiResult<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
     let db = server.db.room_shard(room_id);
-    let state = events::state_at(db, room_id, membership.stream_pos, None).await?;
+    let state = events::state_at(db, room_id, membership.room_pos, None).await?;
     Ok(state
         .iter()
         .filter(|e| {
@@ -377,10 +392,11 @@ pub(crate) async fn invite_state_events(server: &Homeserver, room_id: &RoomId, m
 /// A room the user left (or was kicked or banned from): the timeline up to
 /// the leave.
 async fn left_room(server: &Homeserver, window: &Window<'_>, room_id: &RoomId, membership: &UserRoom) -> ApiResult<LeftRoom> {
-    let upto = membership.stream_pos.min(window.upto);
-    let (timeline, timeline_events) = timeline(server, window, room_id, window.since, upto).await?;
+    let (since, upto) = window.room(room_id);
+    let upto = membership.room_pos.min(upto);
+    let (timeline, timeline_events) = timeline(server, window, room_id, since, upto).await?;
     let mut room = LeftRoom::new();
-    room.state = state_section(server, window, room_id, window.since, &timeline_events, upto, window.since.is_none()).await?;
+    room.state = state_section(server, window, room_id, since, &timeline_events, upto, since.is_none()).await?;
     room.timeline = timeline;
     Ok(room)
 }
@@ -392,15 +408,20 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
     }
     let mut users: BTreeSet<OwnedUserId> = BTreeSet::from([window.user().to_owned()]);
     let rooms: Vec<OwnedRoomId> = joined.iter().filter_map(|room| room.room_id()).collect();
-    for (db, rooms) in server.db.rooms_by_shard(&rooms) {
-        users.extend(memberships::joined_members_of_rooms(db, rooms).await?);
+    for (shard, rooms) in server.db.rooms_by_shard(&rooms) {
+        users.extend(memberships::joined_members_of_rooms(&shard.pool, &rooms).await?);
     }
-    let users: Vec<String> = users.into_iter().filter(|u| window.request.filter.presence.allows_sender(u.as_str())).map(|u| u.to_string()).collect();
+    let users: Vec<OwnedUserId> = users.into_iter().filter(|u| window.request.filter.presence.allows_sender(u.as_str())).collect();
     let now = storage::now_ms();
-    let rows = presence::changed_since(server.db.user_shard(window.user()), &users, window.since).await?;
+    let mut rows = Vec::new();
+    // Presence rows live on each user's own database.
+    for (shard, users) in server.db.users_by_shard(&users) {
+        let (since, upto) = window.range.of(shard.index);
+        let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+        rows.extend(presence::changed_since(&shard.pool, &users, since).await?.into_iter().filter(|row| row.stream_pos <= upto));
+    }
     Ok(rows
         .into_iter()
-        .filter(|row| row.stream_pos <= window.upto)
         .map(|row| {
             let ago = (now - row.last_active_ts).max(0);
             raw_json(&json!({

@@ -33,19 +33,39 @@ impl SyncToken {
         Ok(Self { positions, typing: server.typing.version().await, to_device: None })
     }
 
-    /// The position of the (single, for now) database stream.
-    pub fn pos(&self) -> i64 {
-        self.positions.first().copied().unwrap_or(0)
+    /// The position of database `shard`; 0 for a database added after the
+    /// token was issued (it held nothing then).
+    pub fn position(&self, shard: usize) -> i64 {
+        self.positions.get(shard).copied().unwrap_or(0)
     }
 
-    /// A token for one position (pagination tokens).
-    pub fn at(pos: i64) -> Self {
-        Self { positions: vec![pos], typing: 0, to_device: None }
+    /// A pagination token of a room on database `shard`: only that
+    /// database's position means anything to `/messages`.
+    pub fn for_room_at(shard: usize, pos: i64) -> Self {
+        let mut positions = vec![0; shard + 1];
+        positions[shard] = pos;
+        Self { positions, typing: 0, to_device: None }
     }
 
-    /// Where to-device delivery continues from.
-    pub fn to_device_pos(&self) -> i64 {
-        self.to_device.unwrap_or_else(|| self.pos())
+    /// Where to-device delivery continues from, for a device whose user
+    /// lives on database `user_shard`.
+    pub fn to_device_pos(&self, user_shard: usize) -> i64 {
+        self.to_device.unwrap_or_else(|| self.position(user_shard))
+    }
+}
+
+/// The positions `(since, upto]` one response covers, per database.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamRange<'a> {
+    /// Exclusive lower bound; `None` for an initial sync.
+    pub since: Option<&'a SyncToken>,
+    pub upto: &'a SyncToken,
+}
+
+impl StreamRange<'_> {
+    /// `(since, upto]` of database `shard`.
+    pub fn of(&self, shard: usize) -> (Option<i64>, i64) {
+        (self.since.map(|since| since.position(shard)), self.upto.position(shard))
     }
 }
 

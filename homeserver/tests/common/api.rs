@@ -1,16 +1,25 @@
 //! Raw HTTP against the test server, for what a Matrix client library hides:
 //! exact status codes and error codes, malformed bodies, UIA round trips.
 
-use std::fmt;
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// An HTTP client for one server, optionally acting as one user.
+/// An HTTP client for one deployment, optionally acting as one user. With
+/// several workers it spreads requests over them in turn, as a load
+/// balancer without sticky sessions would.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
-    base_url: String,
+    base_urls: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
     token: Option<String>,
 }
 
@@ -25,12 +34,12 @@ pub struct Reply {
 }
 
 impl Api {
-    pub fn new(base_url: String) -> Self {
+    pub fn new(base_urls: Vec<String>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("building the HTTP client");
-        Self { http, base_url, token: None }
+        Self { http, base_urls: Arc::new(base_urls), next: Arc::default(), token: None }
     }
 
     /// The same client, sending `token` as `Authorization: Bearer`.
@@ -61,7 +70,8 @@ impl Api {
 
     /// Sends `body` as it is, labelled `application/json` whatever it holds.
     pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base_url));
+        let base_url = &self.base_urls[self.next.fetch_add(1, Ordering::Relaxed) % self.base_urls.len()];
+        let mut request = self.http.request(method.clone(), format!("{base_url}{path}"));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -11,6 +11,12 @@
 //!   create databases (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! - `HOMESERVER_TEST_KEEP_DB=1`: keep each test's database for a look
 //!   afterwards (its name is printed at the start of the test).
+//! - `HOMESERVER_TEST_SHARDS=N`: every test server spreads its data over N
+//!   physical databases (default 1).
+//! - `HOMESERVER_TEST_WORKERS=2`: every test server is two workers sharing
+//!   the databases through Redis; raw requests alternate between them and
+//!   matrix-sdk clients are spread over them (default 1). Tests that set up
+//!   Redis themselves get one worker per `start`, as they ask.
 //! - `HOMESERVER_TEST_REDIS_URL`: the Redis the multi-worker tests share
 //!   (default `redis://127.0.0.1:6379`; each test uses a prefix of its own
 //!   and never flushes it). Tests that kill Redis start private
@@ -64,10 +70,14 @@ pub struct TestServer {
     server: Homeserver,
     running: Option<Running>,
     api: Api,
+    /// The second worker of `HOMESERVER_TEST_WORKERS=2`.
+    peer: Option<Box<TestServer>>,
+    /// Which worker the next matrix-sdk client talks to.
+    next_client: std::sync::atomic::AtomicUsize,
     /// Dropped after the server is stopped (field order); shared with the
     /// other workers of the same deployment ([`TestServer::start_worker`]).
     _key_dir: Arc<KeyDir>,
-    _database: Arc<TestDatabase>,
+    _databases: Arc<Vec<TestDatabase>>,
 }
 
 /// The serving task and the switch that stops it.
@@ -95,8 +105,26 @@ impl TestServer {
 
     /// A server whose config `configure` adjusts after the test defaults.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_deployment(env_count("HOMESERVER_TEST_SHARDS"), env_count("HOMESERVER_TEST_WORKERS"), configure).await
+    }
+
+    /// One worker process whatever `HOMESERVER_TEST_WORKERS` says, for
+    /// tests of a process's own state (its metrics).
+    pub async fn start_one_worker() -> Self {
+        Self::start_deployment(env_count("HOMESERVER_TEST_SHARDS"), 1, |_| {}).await
+    }
+
+    /// A server on at least `shards` physical databases.
+    pub async fn start_sharded(shards: usize, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_deployment(shards.max(env_count("HOMESERVER_TEST_SHARDS")), env_count("HOMESERVER_TEST_WORKERS"), configure).await
+    }
+
+    async fn start_deployment(shards: usize, workers: usize, configure: impl FnOnce(&mut Config)) -> Self {
         init_logging();
-        let database = TestDatabase::create().await;
+        let mut databases = Vec::new();
+        for _ in 0..shards {
+            databases.push(TestDatabase::create().await);
+        }
         let key_dir = KeyDir::create();
         let key_path = key_dir.0.join("signing.key");
         homeserver::signing_key::generate(&key_path).expect("writing the signing key");
@@ -105,7 +133,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("listener address");
         let base_url = format!("http://{addr}");
 
-        let mut config = Config::development(SERVER_NAME, database.url(), key_path);
+        let mut config = Config::development(SERVER_NAME, databases[0].url(), key_path);
+        config.database.shards = databases[1..].iter().map(|db| db.url().to_owned()).collect();
         config.listen = addr;
         config.public_baseurl = Some(base_url);
         config.database.max_connections = 5;
@@ -113,7 +142,20 @@ impl TestServer {
         config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
         config.media.store_path = key_dir.0.join("media");
         configure(&mut config);
-        Self::launch(config, listener, Arc::new(key_dir), Arc::new(database)).await
+        let second_worker = workers > 1 && config.redis.url.is_none();
+        if second_worker {
+            redis::use_shared(&mut config);
+        }
+        let mut server = Self::launch(config, listener, Arc::new(key_dir), Arc::new(databases)).await;
+        if second_worker {
+            let peer = server.start_worker(|_| {}).await;
+            for worker in [&server, &peer] {
+                redis::wait_until_connected(worker.server(), true, Duration::from_secs(10)).await;
+            }
+            server.api = Api::new(vec![server.base_url(), peer.base_url()]);
+            server.peer = Some(Box::new(peer));
+        }
+        server
     }
 
     /// Another worker of this deployment: the same database, signing key,
@@ -126,15 +168,30 @@ impl TestServer {
         config.listen = addr;
         config.public_baseurl = Some(format!("http://{addr}"));
         configure(&mut config);
-        Self::launch(config, listener, self._key_dir.clone(), self._database.clone()).await
+        Self::launch(config, listener, self._key_dir.clone(), self._databases.clone()).await
     }
 
-    async fn launch(config: Config, listener: TcpListener, key_dir: Arc<KeyDir>, database: Arc<TestDatabase>) -> Self {
+    async fn launch(config: Config, listener: TcpListener, key_dir: Arc<KeyDir>, databases: Arc<Vec<TestDatabase>>) -> Self {
         let addr = config.listen;
         let base_url = format!("http://{addr}");
         let server = Homeserver::start(config.clone()).await.expect("starting the homeserver");
         let running = serve(server.clone(), listener);
-        Self { config, addr, server, running: Some(running), api: Api::new(base_url), _key_dir: key_dir, _database: database }
+        Self {
+            config,
+            addr,
+            server,
+            running: Some(running),
+            api: Api::new(vec![base_url]),
+            peer: None,
+            next_client: Default::default(),
+            _key_dir: key_dir,
+            _databases: databases,
+        }
+    }
+
+    /// This worker and the second one, if any.
+    fn workers(&self) -> impl Iterator<Item = &TestServer> {
+        std::iter::once(self).chain(self.peer.as_deref())
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.
@@ -169,10 +226,16 @@ impl TestServer {
         let listener = bind_again(self.addr).await;
         self.server = Homeserver::start(self.config.clone()).await.expect("restarting the homeserver");
         self.running = Some(serve(self.server.clone(), listener));
+        if let Some(peer) = &mut self.peer {
+            Box::pin(peer.restart()).await;
+        }
     }
 
-    /// Stops serving, waiting for the requests in flight.
+    /// Stops serving, waiting for the requests in flight (on every worker).
     pub async fn stop(&mut self) {
+        if let Some(peer) = &mut self.peer {
+            Box::pin(peer.stop()).await;
+        }
         let Some(Running { shutdown, task }) = self.running.take() else { return };
         let _ = shutdown.send(());
         match tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await {
@@ -267,7 +330,9 @@ impl TestServer {
 
     /// A matrix-sdk client logged in to an existing account.
     pub async fn matrix_login(&self, name: &str, password: &str) -> matrix_sdk::Client {
-        let client = matrix::client(&self.base_url()).await;
+        let workers: Vec<&TestServer> = self.workers().collect();
+        let worker = workers[self.next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % workers.len()];
+        let client = matrix::client(&worker.base_url()).await;
         client
             .matrix_auth()
             .login_username(name, password)
@@ -278,9 +343,10 @@ impl TestServer {
         client
     }
 
-    /// How many users have a `/sync` long-polling on this server right now.
+    /// How many users have a `/sync` long-polling on this server (all its
+    /// workers) right now.
     pub fn waiting_syncs(&self) -> usize {
-        self.server.notifier.waiting_users()
+        self.workers().map(|worker| worker.server.notifier.waiting_users()).sum()
     }
 
     /// Waits (up to `within`) until at least one `/sync` is long-polling, so
@@ -316,6 +382,11 @@ fn serve(server: Homeserver, listener: TcpListener) -> Running {
         let _ = stopped.await;
     }));
     Running { shutdown, task }
+}
+
+/// A count from the environment (`HOMESERVER_TEST_SHARDS`, …); 1 when unset.
+fn env_count(name: &str) -> usize {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).filter(|n| *n >= 1).unwrap_or(1)
 }
 
 /// Binds `addr` again after a stop. The old socket is closed by then; retry

@@ -15,7 +15,7 @@ use crate::{
     http::{ApiError, ApiResult, Session, raw_json},
     server::Homeserver,
     storage::{account_data, events::StoredEvent, receipts},
-    sync::{engine, token::SyncToken},
+    sync::{engine, token::{StreamRange, SyncToken}},
 };
 
 /// Which rooms room-scoped extensions may cover.
@@ -70,6 +70,12 @@ pub struct Context<'a> {
     pub initial: &'a BTreeMap<OwnedRoomId, Vec<StoredEvent>>,
 }
 
+impl Context<'_> {
+    fn range(&self) -> StreamRange<'_> {
+        StreamRange { since: self.since, upto: self.upto }
+    }
+}
+
 /// The extensions the request enabled.
 pub async fn build(cx: &Context<'_>, request: &v5::request::Extensions) -> ApiResult<v5::response::Extensions> {
     let mut response = v5::response::Extensions::default();
@@ -117,7 +123,7 @@ async fn encryption(cx: &Context<'_>, request: &v5::request::Extensions, respons
         Some(since) => Some(since.parse::<i64>().ok().filter(|pos| *pos >= 0).ok_or_else(|| ApiError::invalid_param("Invalid to_device since token"))?),
         None => None,
     };
-    let updates = e2ee::sync_updates(cx.server, cx.session, cx.since.map(SyncToken::pos), to_device_since, cx.upto.pos()).await?;
+    let updates = e2ee::sync_updates(cx.server, cx.session, cx.range(), to_device_since).await?;
     if to_device {
         let mut extension = v5::response::ToDevice::default();
         extension.next_batch = updates.to_device_upto.to_string();
@@ -139,8 +145,7 @@ async fn encryption(cx: &Context<'_>, request: &v5::request::Extensions, respons
 async fn account_data(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiResult<v5::response::AccountData> {
     let user_id = &cx.session.user_id;
     let db = cx.server.db.user_shard(user_id);
-    let since = cx.since.map(SyncToken::pos);
-    let upto = cx.upto.pos();
+    let (since, upto) = cx.range().of(cx.server.db.user_shard_index(user_id));
     let changed: Vec<_> = account_data::changed_since(db, user_id, since).await?.into_iter().filter(|e| e.stream_pos <= upto).collect();
     let mut extension = v5::response::AccountData::default();
     extension.global = engine::global_account_data(cx.server, user_id, &changed, since.is_none(), |_| true).await?.iter().map(raw_json).collect();
@@ -168,18 +173,18 @@ async fn account_data(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiRes
 /// every member of a large room.
 async fn receipts(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiResult<v5::response::Receipts> {
     let user_id = &cx.session.user_id;
-    let upto = cx.upto.pos();
     let rooms: Vec<OwnedRoomId> = rooms.iter().cloned().collect();
     let mut by_room: BTreeMap<String, Vec<receipts::Receipt>> = BTreeMap::new();
-    for (db, group) in cx.server.db.rooms_by_shard(&rooms) {
+    for (shard, group) in cx.server.db.rooms_by_shard(&rooms) {
+        let (db, (since, upto)) = (&shard.pool, cx.range().of(shard.index));
         let (whole, changed): (Vec<OwnedRoomId>, Vec<OwnedRoomId>) = group.iter().cloned().partition(|room_id| cx.since.is_none() || cx.initial.contains_key(room_id));
         if !changed.is_empty() {
-            for receipt in receipts::changed_since(db, &changed, cx.since.map(SyncToken::pos)).await? {
+            for receipt in receipts::changed_since(db, &changed, since).await?.into_iter().filter(|r| r.stream_pos <= upto) {
                 by_room.entry(receipt.room_id.clone()).or_default().push(receipt);
             }
         }
         if !whole.is_empty() {
-            for receipt in receipts::changed_since(db, &whole, None).await? {
+            for receipt in receipts::changed_since(db, &whole, None).await?.into_iter().filter(|r| r.stream_pos <= upto) {
                 let on_timeline = OwnedRoomId::try_from(receipt.room_id.as_str())
                     .ok()
                     .and_then(|room_id| cx.initial.get(&room_id))
@@ -193,7 +198,7 @@ async fn receipts(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiResult<
     let mut extension = v5::response::Receipts::default();
     for (room_id, receipts) in by_room {
         let Ok(room_id) = OwnedRoomId::try_from(room_id) else { continue };
-        if let Some(event) = engine::receipt_event(receipts.into_iter().filter(|r| r.stream_pos <= upto), user_id) {
+        if let Some(event) = engine::receipt_event(receipts, user_id) {
             extension.rooms.insert(room_id, raw_json(&event));
         }
     }

@@ -79,8 +79,8 @@ fn passes(filters: Option<&v5::request::ListFilters>, candidate: &Candidate, kin
 async fn room_kinds(server: &Homeserver, candidates: &[Candidate]) -> ApiResult<HashMap<OwnedRoomId, RoomKind>> {
     let ids: Vec<OwnedRoomId> = candidates.iter().map(|c| c.room_id.clone()).collect();
     let mut kinds = HashMap::new();
-    for (db, rooms) in server.db.rooms_by_shard(&ids) {
-        for (room_id, room_type, encrypted) in events::room_kinds(db, rooms).await? {
+    for (shard, rooms) in server.db.rooms_by_shard(&ids) {
+        for (room_id, room_type, encrypted) in events::room_kinds(&shard.pool, &rooms).await? {
             if let Ok(room_id) = OwnedRoomId::try_from(room_id) {
                 kinds.insert(room_id, RoomKind { room_type, encrypted });
             }

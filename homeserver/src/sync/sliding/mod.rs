@@ -66,11 +66,11 @@ pub async fn update(server: &Homeserver, session: &Session, connection: &Connect
     let memberships: BTreeMap<OwnedRoomId, UserRoom> = memberships::rooms_of_user(server.db.user_shard(user_id), user_id)
         .await?
         .into_iter()
-        .filter(|room| room.stream_pos <= upto.pos())
+        .filter(|room| room.stream_pos <= upto.position(server.db.user_shard_index(user_id)))
         .filter_map(|room| Some((room.room_id()?, room)))
         .collect();
     let direct = direct_rooms(server, user_id).await?;
-    let bump_stamps = bump_stamps(server, &memberships, upto.pos()).await?;
+    let bump_stamps = bump_stamps(server, &memberships, upto).await?;
 
     let mut candidates: Vec<Candidate> = memberships
         .iter()
@@ -78,7 +78,7 @@ pub async fn update(server: &Homeserver, session: &Session, connection: &Connect
         .map(|(room_id, membership)| Candidate {
             room_id: room_id.clone(),
             membership: membership.membership.clone(),
-            bump_stamp: bump_stamps.get(room_id).copied().unwrap_or(membership.stream_pos),
+            bump_stamp: bump_stamps.get(room_id).copied().unwrap_or(membership.membership_ts),
             is_dm: direct.contains(room_id),
         })
         .collect();
@@ -99,14 +99,15 @@ pub async fn update(server: &Homeserver, session: &Session, connection: &Connect
         configs.entry(room_id.clone()).or_default().merge(&RoomConfig::new(&subscription.required_state, subscription.timeline_limit));
     }
 
-    let context = PlanContext { connection, memberships: &memberships, bump_stamps: &bump_stamps, direct: &direct, upto: upto.pos() };
+    let context = PlanContext { connection, memberships: &memberships, bump_stamps: &bump_stamps, direct: &direct, upto };
     let plans = plan_rooms(server, user_id, &context, &configs).await?;
     let mut response = v5::Response::new(String::new());
     response.txn_id = request.txn_id.clone();
     let mut initial = BTreeMap::new();
     let mut sent = Vec::with_capacity(plans.len());
     for plan in &plans {
-        let (room, timeline) = room::build(server, session, plan, since.map(SyncToken::pos)).await?;
+        let room_since = since.map(|since| since.position(server.db.room_shard_index(plan.room_id)));
+        let (room, timeline) = room::build(server, session, plan, room_since).await?;
         if plan.previous.is_none() {
             initial.insert(plan.room_id.to_owned(), timeline);
         }
@@ -162,14 +163,16 @@ async fn direct_rooms(server: &Homeserver, user_id: &UserId) -> ApiResult<BTreeS
         .collect())
 }
 
-/// Each joined room's newest bump event up to `upto`. Rooms without one, and
+/// Each joined room's newest bump event up to `upto`, as its
+/// `origin_server_ts`: rooms on different databases are ordered by time,
+/// since their stream positions cannot be compared. Rooms without one, and
 /// rooms the user is not in (whose events they cannot see), are stamped
 /// with their membership change by the caller.
-async fn bump_stamps(server: &Homeserver, memberships: &BTreeMap<OwnedRoomId, UserRoom>, upto: i64) -> ApiResult<HashMap<OwnedRoomId, i64>> {
+async fn bump_stamps(server: &Homeserver, memberships: &BTreeMap<OwnedRoomId, UserRoom>, upto: &SyncToken) -> ApiResult<HashMap<OwnedRoomId, i64>> {
     let joined: Vec<OwnedRoomId> = memberships.iter().filter(|(_, m)| m.membership == "join").map(|(room_id, _)| room_id.clone()).collect();
     let mut stamps = HashMap::new();
-    for (db, rooms) in server.db.rooms_by_shard(&joined) {
-        for (room_id, stamp) in events::newest_of_types(db, rooms, upto, BUMP_EVENT_TYPES).await? {
+    for (shard, rooms) in server.db.rooms_by_shard(&joined) {
+        for (room_id, stamp) in events::newest_of_types(&shard.pool, &rooms, upto.position(shard.index), BUMP_EVENT_TYPES).await? {
             if let (Ok(room_id), Some(stamp)) = (OwnedRoomId::try_from(room_id), stamp) {
                 stamps.insert(room_id, stamp);
             }
@@ -184,7 +187,7 @@ struct PlanContext<'a> {
     memberships: &'a BTreeMap<OwnedRoomId, UserRoom>,
     bump_stamps: &'a HashMap<OwnedRoomId, i64>,
     direct: &'a BTreeSet<OwnedRoomId>,
-    upto: i64,
+    upto: &'a SyncToken,
 }
 
 /// Which of the configured rooms to send, and how: rooms the connection
@@ -213,8 +216,8 @@ async fn plan_rooms<'a>(server: &Homeserver, user_id: &UserId, cx: &PlanContext<
             previous,
             expanded,
             full_state,
-            at: if membership.membership == "join" { cx.upto } else { membership.stream_pos },
-            bump_stamp: cx.bump_stamps.get(room_id).copied().unwrap_or(membership.stream_pos),
+            at: if membership.membership == "join" { cx.upto.position(server.db.room_shard_index(room_id)) } else { membership.room_pos },
+            bump_stamp: cx.bump_stamps.get(room_id).copied().unwrap_or(membership.membership_ts),
             is_dm: cx.direct.contains(room_id),
         };
         match previous {
@@ -234,7 +237,8 @@ async fn plan_rooms<'a>(server: &Homeserver, user_id: &UserId, cx: &PlanContext<
 async fn rooms_with_news(server: &Homeserver, user_id: &UserId, ranges: &[RoomRange]) -> ApiResult<BTreeSet<String>> {
     let ids: Vec<OwnedRoomId> = ranges.iter().map(|range| range.room_id.clone()).collect();
     let mut busy = BTreeSet::new();
-    for (db, rooms) in server.db.rooms_by_shard(&ids) {
+    for (shard, rooms) in server.db.rooms_by_shard(&ids) {
+        let db = &shard.pool;
         let rooms: BTreeSet<&OwnedRoomId> = rooms.iter().collect();
         let ranges: Vec<RoomRange> = ranges.iter().filter(|range| rooms.contains(&range.room_id)).cloned().collect();
         busy.extend(events::rooms_with_events_in(db, &ranges).await?);

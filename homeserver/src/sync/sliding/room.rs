@@ -93,7 +93,7 @@ pub async fn build(server: &Homeserver, session: &Session, plan: &RoomPlan<'_>, 
         let viewer = Some((session.user_id.as_ref(), session.device_id.as_ref()));
         room.timeline = timeline.iter().map(|e| e.to_client(viewer).raw_sync()).collect();
         room.limited = limited;
-        room.prev_batch = Some(engine::prev_batch(&timeline, plan.at));
+        room.prev_batch = Some(engine::prev_batch(server, plan.room_id, &timeline, plan.at));
         let live = since.map_or(0, |since| timeline.iter().rev().take_while(|e| e.stream_pos > since).count());
         room.num_live = UInt::try_from(live).ok();
         timeline
@@ -116,7 +116,7 @@ pub async fn build(server: &Homeserver, session: &Session, plan: &RoomPlan<'_>, 
     }
     if plan.membership.membership == "join" {
         let db = server.db.room_shard(plan.room_id);
-        room.unread_notifications = crate::push::unread_notifications(db, plan.room_id, user_id, plan.membership.stream_pos).await?;
+        room.unread_notifications = crate::push::unread_notifications(db, plan.room_id, user_id, plan.membership.room_pos).await?;
         if initial || state.members_changed {
             let (joined, invited) = memberships::counts(db, plan.room_id).await?;
             room.joined_count = UInt::try_from(joined).ok();
