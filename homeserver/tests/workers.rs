@@ -1,7 +1,8 @@
-//! Several stateless workers on one database, with Redis between them: a
-//! sync on one worker wakes for writes through another, tokens move freely
-//! between workers, typing is shared, and losing Redis costs latency, never
-//! messages or requests.
+//! Several stateless workers on the same databases, with Redis between
+//! them (and nginx in front): a sync on one worker wakes for writes through
+//! another, tokens move freely between workers, concurrent senders on both
+//! make one history, typing is shared, and losing Redis costs latency,
+//! never messages or requests.
 
 mod common;
 
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     TestServer,
-    api::{Reply, enc, sync_timeline},
+    api::{Api, Reply, enc, sync_timeline},
     message_bodies,
+    nginx::{self, PrivateNginx},
     redis::{self, PrivateCluster, PrivateRedis},
 };
 use serde_json::{Value, json};
@@ -405,5 +407,70 @@ async fn concurrent_senders_on_two_workers_make_one_linear_history() {
         let mut read = message_bodies(page.ok()["chunk"].as_array().expect("chunk"));
         read.reverse();
         assert_eq!(read, bodies, "the history as /messages reads it");
+    }
+}
+
+/// Requests `worker` has answered for `endpoint` (a route template), from
+/// its own `/metrics`.
+async fn requests_served(worker: &TestServer, endpoint: &str) -> f64 {
+    let text = worker.api().get("/metrics").await.text;
+    let label = format!("endpoint=\"{endpoint}\"");
+    text.lines()
+        .filter(|line| line.starts_with("http_request_duration_seconds_count{") && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_behind_nginx_serve_one_conversation() {
+    if !nginx::installed() {
+        eprintln!("SKIPPED: nginx is not installed (scripts/services installs nginx-light)");
+        return;
+    }
+    let (a, b) = two_workers(redis::use_shared).await;
+    let upstreams: Vec<String> = [&a, &b].iter().map(|worker| worker.base_url().trim_start_matches("http://").to_owned()).collect();
+    let nginx = PrivateNginx::start(&upstreams).await;
+    let through_nginx = Api::new(vec![nginx.base_url()]);
+
+    let (alice, bob) = (a.register_user("alice").await, a.register_user("bob").await);
+    let (alice_api, bob_api) = (through_nginx.with_token(&alice.access_token), through_nginx.with_token(&bob.access_token));
+    let room_id = alice_api.create_room(json!({ "invite": [bob.user_id] })).await;
+    bob_api.join(&room_id).await.ok();
+    let mut since = bob_api.sync(None, 0).await.str("next_batch");
+
+    // Bob long-polls through nginx, Alice sends through nginx: whichever
+    // workers they land on, the sync wakes within the bound, and every
+    // message arrives once, in order.
+    let (mut sent, mut received, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..10 {
+        let waiting = tokio::spawn({
+            let (bob_api, since) = (bob_api.clone(), since.clone());
+            async move { bob_api.sync(Some(&since), LONG_POLL_MS).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.waiting_syncs() + b.waiting_syncs() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let body = format!("through nginx {i}");
+        let started = Instant::now();
+        alice_api.send_text(&room_id, &body).await.ok();
+        sent.push(body);
+        let mut reply = waiting.await.expect("the waiting sync");
+        latencies.push(started.elapsed());
+        // An early answer without the message (another change) is followed.
+        while sync_timeline(reply.ok(), &room_id).is_empty() {
+            since = reply.str("next_batch");
+            reply = bob_api.sync(Some(&since), LONG_POLL_MS).await;
+        }
+        since = reply.str("next_batch");
+        received.extend(message_bodies(&sync_timeline(reply.ok(), &room_id)));
+    }
+    report("through nginx", &latencies);
+    assert_eq!(received, sent, "every message once, in order");
+    assert!(latencies.iter().all(|latency| *latency < WAKE_BOUND), "{latencies:?}");
+
+    // Round robin reached both workers.
+    for worker in [&a, &b] {
+        assert!(requests_served(worker, "/_matrix/client/v3/sync").await > 0.0, "worker {} served no sync", worker.base_url());
     }
 }

@@ -31,8 +31,10 @@ use crate::{
 
 /// Events evaluated per transaction.
 const BATCH: usize = 100;
-/// How often to look for events committed by other workers (this worker's
-/// own commits wake the processor at once).
+/// How often to look for events committed by other workers without being
+/// told. This worker's own commits wake the processor at once, and with
+/// Redis so do the other workers' (the relay); the poll covers a worker
+/// cut off from Redis.
 const POLL: Duration = Duration::from_millis(500);
 
 /// The processor of one database, run by the lease holder.

@@ -38,6 +38,7 @@ use tokio::{
 };
 
 use super::notifier::{Batch, Notifier};
+use crate::push::Wakeup;
 use crate::{
     redis_link::{Connection, RedisLink},
     server::Homeserver,
@@ -106,7 +107,7 @@ async fn run(server: Homeserver, link: Arc<RedisLink>, mut stop: watch::Receiver
         // Whatever the others published while this worker was not
         // subscribed is lost: every waiting sync re-reads.
         server.notifier.wake_all_local();
-        let ended = session.run(&server.notifier, &origin, &channels, &mut stop).await;
+        let ended = session.run(&server.notifier, &server.push_wakeup, &origin, &channels, &mut stop).await;
         link.offer(None);
         server.metrics.redis_connected.set(0);
         match ended {
@@ -216,7 +217,10 @@ impl Session {
     }
 
     /// Relays until the connection fails or the worker stops.
-    async fn run(mut self, notifier: &Notifier, origin: &str, channels: &[String], stop: &mut watch::Receiver<bool>) -> Ended {
+    /// Another worker's message also wakes this worker's push processors:
+    /// most wake-ups follow a commit of events, and a processor that finds
+    /// nothing new costs one query.
+    async fn run(mut self, notifier: &Notifier, push_wakeup: &Wakeup, origin: &str, channels: &[String], stop: &mut watch::Receiver<bool>) -> Ended {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut echoed = vec![Instant::now(); channels.len()];
@@ -231,8 +235,10 @@ impl Session {
                     let Some(push) = push else { return Ended::Failed("the connection closed".into()) };
                     match push.kind {
                         PushKind::Message | PushKind::SMessage => {
-                            if let Some(channel) = receive(notifier, origin, channels, &push.data) {
-                                echoed[channel] = Instant::now();
+                            match receive(notifier, origin, channels, &push.data) {
+                                Received::Own(channel) => echoed[channel] = Instant::now(),
+                                Received::News => push_wakeup.events_committed(),
+                                Received::Nothing => {}
                             }
                         }
                         PushKind::Disconnection => return Ended::Failed("the connection closed".into()),
@@ -295,23 +301,39 @@ fn encode(origin: &str, batch: &Batch) -> String {
     text
 }
 
-/// Wakes the syncs a delivered message names. Returns the channel's index
-/// when the message is this worker's own (a heartbeat echo). Anything
-/// malformed is ignored: a message can at worst fail to wake someone, whose
-/// sync then ends at its timeout.
-fn receive(notifier: &Notifier, origin: &str, channels: &[String], data: &[Value]) -> Option<usize> {
-    let [Value::BulkString(channel), Value::BulkString(payload), ..] = data else { return None };
-    let mut lines = std::str::from_utf8(payload).ok()?.split('\n');
-    if lines.next()? == origin {
-        return channels.iter().position(|name| name.as_bytes() == channel.as_slice());
+/// What a delivered message was.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    /// This worker's own, on the channel with this index (a heartbeat echo).
+    Own(usize),
+    /// Another worker's, naming someone: their syncs were woken.
+    News,
+    /// An empty heartbeat of another worker, or garbage.
+    Nothing,
+}
+
+/// Wakes the syncs a delivered message names. Anything malformed is
+/// ignored: a message can at worst fail to wake someone, whose sync then
+/// ends at its timeout.
+fn receive(notifier: &Notifier, origin: &str, channels: &[String], data: &[Value]) -> Received {
+    let [Value::BulkString(channel), Value::BulkString(payload), ..] = data else { return Received::Nothing };
+    let Ok(text) = std::str::from_utf8(payload) else { return Received::Nothing };
+    let mut lines = text.split('\n');
+    if lines.next() == Some(origin) {
+        return channels.iter().position(|name| name.as_bytes() == channel.as_slice()).map_or(Received::Nothing, Received::Own);
     }
-    let mut users = lines.peekable();
-    if users.peek() == Some(&EVERYONE) {
-        notifier.wake_all_local();
-    } else {
-        notifier.wake_local(users.filter_map(|line| <&UserId>::try_from(line).ok()));
+    let mut users = lines.filter(|line| !line.is_empty()).peekable();
+    match users.peek() {
+        None => Received::Nothing,
+        Some(&EVERYONE) => {
+            notifier.wake_all_local();
+            Received::News
+        }
+        Some(_) => {
+            notifier.wake_local(users.filter_map(|line| <&UserId>::try_from(line).ok()));
+            Received::News
+        }
     }
-    None
 }
 
 #[cfg(test)]
@@ -334,7 +356,7 @@ mod tests {
 
         let subscription = notifier.subscribe(&bob);
         let notified = subscription.notified();
-        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:1", &text)), None);
+        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:1", &text)), Received::News);
         tokio::time::timeout(Duration::from_secs(1), notified).await.expect("Bob is woken");
 
         let notified = subscription.notified();
@@ -350,10 +372,13 @@ mod tests {
         let alice = owned_user_id!("@alice:example.org");
         let subscription = notifier.subscribe(&alice);
         let notified = subscription.notified();
-        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:1", "us\n@alice:example.org")), Some(1));
-        for garbage in [vec![], vec![Value::Nil, Value::Int(3)], delivery("p:notify:0", "them\nnot a user\n\n"), vec![Value::BulkString("p:notify:0".into()), Value::BulkString(vec![0xff, 0xfe])]] {
-            assert_eq!(receive(&notifier, "us", &channels, &garbage), None);
+        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:1", "us\n@alice:example.org")), Received::Own(1));
+        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:0", "them")), Received::Nothing, "another worker's heartbeat");
+        for garbage in [vec![], vec![Value::Nil, Value::Int(3)], vec![Value::BulkString("p:notify:0".into()), Value::BulkString(vec![0xff, 0xfe])]] {
+            assert_eq!(receive(&notifier, "us", &channels, &garbage), Received::Nothing);
         }
+        // Lines that are no user ids wake nobody (but count as news).
+        assert_eq!(receive(&notifier, "us", &channels, &delivery("p:notify:0", "them\nnot a user\n\n")), Received::News);
         assert!(tokio::time::timeout(Duration::from_millis(50), notified).await.is_err(), "nobody is woken");
     }
 }

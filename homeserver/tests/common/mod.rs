@@ -29,6 +29,7 @@
 pub mod api;
 pub mod database;
 pub mod matrix;
+pub mod nginx;
 pub mod redis;
 
 use std::{

@@ -156,7 +156,7 @@ impl PrivateCluster {
 }
 
 /// A loopback port that is free now (and passes `also`).
-fn free_port(also: impl Fn(u16) -> bool) -> u16 {
+pub fn free_port(also: impl Fn(u16) -> bool) -> u16 {
     loop {
         let port = TcpListener::bind(("127.0.0.1", 0)).and_then(|listener| listener.local_addr()).expect("binding a loopback port").port();
         if also(port) {
