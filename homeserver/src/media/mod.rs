@@ -143,7 +143,14 @@ impl MediaRepo {
     /// Reserves a media id for `uploader` to fill later (`POST /create`);
     /// returns it and when it lapses unused.
     pub async fn reserve(&self, uploader: &UserId) -> ApiResult<(OwnedMxcUri, MilliSecondsSinceUnixEpoch)> {
-        let media_id = MediaId::generate();
+        // A user's open reservations are counted in one statement, so they
+        // live on the user's database: draw ids until one hashes there (as
+        // many tries as there are databases, on average).
+        let home = self.db.user_shard_index(uploader);
+        let media_id = std::iter::repeat_with(MediaId::generate)
+            .take(10_000)
+            .find(|id| self.db.media_shard_index(id.as_str()) == home)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no media id on the uploader's database")))?;
         let db = self.db.media_shard(media_id.as_str());
         // Lapsed reservations are swept here, where new ones are made, so
         // they cannot pile up without a background job.

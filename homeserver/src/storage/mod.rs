@@ -135,6 +135,11 @@ impl Db {
         &self.shard_of(media_id).pool
     }
 
+    /// The index of the database holding the media id's metadata.
+    pub fn media_shard_index(&self, media_id: &str) -> usize {
+        self.shard_of(media_id).index
+    }
+
     /// Database 0, for the rows that belong to no user or room (the shard
     /// map, registration tokens, anonymous UIAA sessions).
     pub fn global(&self) -> &PgPool {
