@@ -41,6 +41,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub push: PushConfig,
+    /// The TI-Messenger rules (see `tim/`).
+    #[serde(default)]
+    pub tim: TimConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -210,6 +213,30 @@ pub struct PushConfig {
     pub allowed_gateways: Vec<String>,
 }
 
+/// TI-Messenger (TI-M ePA) settings of the insurer's homeserver.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimConfig {
+    /// The permission config (`de.gematik.tim.account.permissionconfig.epa.v1`)
+    /// a new insured person's account starts with, and the one that applies
+    /// to an insured person who never stored one (A_25043). Must satisfy
+    /// gematik's ePA schema; checked at start.
+    #[serde(default = "default_insured_permission_config")]
+    pub default_insured_permission_config: serde_json::Value,
+}
+
+impl Default for TimConfig {
+    fn default() -> Self {
+        Self { default_insured_permission_config: default_insured_permission_config() }
+    }
+}
+
+/// Everyone may invite a new insured person until they choose otherwise
+/// (gematik's clients and the reference servers start from "allow all").
+fn default_insured_permission_config() -> serde_json::Value {
+    serde_json::json!({ "defaultSetting": "allow all" })
+}
+
 /// The Prometheus endpoint `GET /metrics` on the main listener.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -377,6 +404,9 @@ impl Config {
         if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| !edges.contains(&size.width) || !edges.contains(&size.height)) {
             anyhow::bail!("media.thumbnail_sizes: {}x{} is not within 1..={MAX_THUMBNAIL_EDGE} pixels", size.width, size.height);
         }
+        crate::tim::permissions::PermissionConfigType::Epa
+            .validate(&self.tim.default_insured_permission_config)
+            .map_err(|err| anyhow::anyhow!("tim.default_insured_permission_config: {err}"))?;
         Ok(())
     }
 
@@ -400,6 +430,7 @@ impl Config {
             media: MediaConfig::default(),
             metrics: MetricsConfig::default(),
             push: PushConfig::default(),
+            tim: TimConfig::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod server;
 pub mod signing_key;
 pub mod storage;
 pub mod sync;
+pub mod tim;
 
 pub use config::Config;
 pub use server::Homeserver;

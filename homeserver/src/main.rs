@@ -34,7 +34,8 @@ enum Command {
     },
     /// Create the signing key named in the config, if it does not exist.
     GenerateKeys,
-    /// Create an account (the insurer's staff accounts are made this way).
+    /// Create a staff account (TI-M: the insurer's staff and functional
+    /// accounts; insured persons' accounts come from the IdP login).
     CreateUser {
         localpart: String,
         #[arg(long)]
@@ -42,6 +43,13 @@ enum Command {
         /// Make the account a server admin.
         #[arg(long)]
         admin: bool,
+    },
+    /// List the staff accounts, deactivated ones included.
+    ListStaff,
+    /// Deactivate a staff account: it leaves its rooms and its sessions end.
+    DeactivateStaff {
+        /// The full user id (`@name:server`).
+        user_id: String,
     },
     /// Create a registration token for `POST /register`.
     AddRegistrationToken {
@@ -82,8 +90,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(Config::load(&cli.config)?).await,
         Command::CreateUser { localpart, password, admin: is_admin } => {
             let server = Homeserver::start(Config::load(&cli.config)?).await?;
-            let user_id = admin::create_user(&server, &localpart, &password, is_admin).await.map_err(|err| anyhow::anyhow!("{err:?}"))?;
+            let user_id = admin::create_user(&server, &localpart, &password, is_admin, None).await.map_err(|err| anyhow::anyhow!("{err:?}"))?;
             println!("{user_id}");
+            Ok(())
+        }
+        Command::ListStaff => {
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
+            for account in admin::staff_accounts(&server).await.map_err(|err| anyhow::anyhow!("{err:?}"))? {
+                let state = if account.deactivated { "deactivated" } else { "active" };
+                let role = if account.is_admin { " admin" } else { "" };
+                println!("{}\t{state}{role}\t{}", account.user_id, account.displayname.unwrap_or_default());
+            }
+            Ok(())
+        }
+        Command::DeactivateStaff { user_id } => {
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
+            let user_id = ruma::UserId::parse(&user_id).with_context(|| format!("{user_id:?} is not a user id"))?;
+            admin::deactivate_staff(&server, &user_id).await.map_err(|err| anyhow::anyhow!("{err:?}"))?;
+            println!("{user_id} deactivated");
             Ok(())
         }
         Command::AddRegistrationToken { token, uses } => {

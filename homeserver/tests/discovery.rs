@@ -6,6 +6,7 @@ mod common;
 use common::TestServer;
 use serde_json::Value;
 
+/// TI-M A_25641-01: Matrix v1.11.
 #[tokio::test]
 async fn versions_lists_v1_11() {
     let server = TestServer::start().await;
@@ -22,6 +23,7 @@ async fn well_known_client_names_the_homeserver() {
     assert!(!base_url.is_empty(), "no m.homeserver.base_url: {reply}");
 }
 
+/// TI-M A_26265: the support endpoint answers with content.
 #[tokio::test]
 async fn well_known_support_is_not_empty() {
     let server = TestServer::start().await;
@@ -31,6 +33,7 @@ async fn well_known_support_is_not_empty() {
     assert!(contacts > 0 || body["support_page"].is_string(), "neither contacts nor support_page: {reply}");
 }
 
+/// TI-M A_26202, A_26203, A_26248.
 #[tokio::test]
 async fn capabilities_offer_room_versions_9_and_10_with_10_default() {
     let server = TestServer::start().await;

@@ -277,6 +277,7 @@ async fn chunked_upload(server: &TestServer, token: &str, body: &[u8]) -> String
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// TI-M A_26344: URL previews are not offered (404).
 #[tokio::test]
 async fn url_previews_are_not_offered() {
     let server = TestServer::start().await;

@@ -50,11 +50,12 @@ pub fn new_user_id(server: &Homeserver, username: &str) -> ApiResult<OwnedUserId
     Ok(user_id)
 }
 
-/// Creates an account with a password (CLI, admin API and `/register`);
-/// `M_USER_IN_USE` when taken.
+/// Creates a staff account with a password (CLI, admin APIs and
+/// `/register`: see `tim::accounts` for why all of them make staff
+/// accounts); `M_USER_IN_USE` when taken.
 pub async fn create_account(server: &Homeserver, user_id: &UserId, password: &str, is_admin: bool) -> ApiResult<()> {
     let hash = password::hash(password.to_owned()).await?;
-    if !users::create(server.db.user_shard(user_id), user_id, Some(&hash), is_admin).await? {
+    if !users::create(server.db.user_shard(user_id), user_id, Some(&hash), is_admin, None).await? {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken"));
     }
     tracing::info!(%user_id, is_admin, "account created");

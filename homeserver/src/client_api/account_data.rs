@@ -29,6 +29,7 @@ use crate::{
     http::{ApiError, ApiResult, Args, RouterExt, Session},
     server::Homeserver,
     storage::account_data,
+    tim::permissions,
 };
 
 /// Types the server keeps through their own endpoints (read markers, push
@@ -95,7 +96,8 @@ async fn read<T>(server: &Homeserver, user_id: &UserId, room_id: Option<&RoomId>
 }
 
 /// Stores an entry a client sent: a JSON object of a type the server does
-/// not manage itself; `m.tag` must have the shape the tag endpoints read.
+/// not manage itself; `m.tag` must have the shape the tag endpoints read, a
+/// global TI-M permission config gematik's schema (`tim::permissions`).
 async fn write(server: &Homeserver, session: &Session, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str, data: &RawJsonValue) -> ApiResult<()> {
     require_own_account(session, user_id)?;
     if SERVER_MANAGED.contains(&data_type) {
@@ -109,8 +111,12 @@ async fn write(server: &Homeserver, session: &Session, user_id: &UserId, room_id
     if !content.is_object() {
         return Err(ApiError::bad_json("Account data must be a JSON object"));
     }
-    if room_id.is_some() && data_type == TagEventContent::TYPE {
-        serde_json::from_value::<TagEventContent>(content.clone()).map_err(|err| ApiError::bad_json(format!("Invalid m.tag content: {err}")))?;
+    match room_id {
+        Some(_) if data_type == TagEventContent::TYPE => {
+            serde_json::from_value::<TagEventContent>(content.clone()).map_err(|err| ApiError::bad_json(format!("Invalid m.tag content: {err}")))?;
+        }
+        Some(_) => {}
+        None => permissions::validate_account_data(data_type, &content)?,
     }
     let mut writer = SettingsWriter::open(server, user_id).await?;
     writer.set(room_id, data_type, &content).await?;

@@ -5,7 +5,8 @@
 //!
 //! The server does not federate: remote aliases and remote room lists are
 //! not found, and the user directory only knows users who share a joined
-//! room with the searcher (the TI-Messenger rule).
+//! room with the searcher (TI-M A_26375). Insured persons neither read nor
+//! add to the public room list (`tim::room_rules`).
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ use ruma::{
 use serde_json::Value as JsonValue;
 
 use crate::{
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, Authenticated, RouterExt},
     rooms::writer::rules_of,
     server::Homeserver,
     storage::{
@@ -40,6 +41,7 @@ use crate::{
         directory::{self, PublishedRoomsQuery},
         events, memberships,
     },
+    tim::room_rules,
 };
 
 /// Rooms per `/publicRooms` page when the client names no limit, and the
@@ -202,6 +204,7 @@ async fn set_visibility(server: Homeserver, args: Args<set_room_visibility::v3::
     if directory::is_published(db, &request.room_id).await?.is_none() {
         return Err(unknown_room());
     }
+    room_rules::check_room_publication(args.session()?.kind, published)?;
     if !may_edit_directory(&server, &request.room_id, user_id).await? {
         return Err(ApiError::forbidden("You may not change this room's directory listing"));
     }
@@ -210,8 +213,11 @@ async fn set_visibility(server: Homeserver, args: Args<set_room_visibility::v3::
     Ok(set_room_visibility::v3::Response::new())
 }
 
-async fn public_rooms(server: Homeserver, args: Args<get_public_rooms::v3::Request>) -> ApiResult<get_public_rooms::v3::Response> {
-    let request = args.body;
+/// The public room list, for authenticated callers (TI-M A_26518) who may
+/// read it (A_28587).
+async fn public_rooms(server: Homeserver, args: Args<Authenticated<get_public_rooms::v3::Request>>) -> ApiResult<get_public_rooms::v3::Response> {
+    room_rules::check_public_room_list(args.session()?)?;
+    let request = args.body.0;
     let page = list_public_rooms(&server, request.server.as_deref(), request.limit, request.since.as_deref(), &Filter::new(), &RoomNetwork::Matrix).await?;
     let mut response = get_public_rooms::v3::Response::new(page.chunk);
     response.next_batch = page.next_batch;
@@ -221,6 +227,7 @@ async fn public_rooms(server: Homeserver, args: Args<get_public_rooms::v3::Reque
 }
 
 async fn public_rooms_filtered(server: Homeserver, args: Args<get_public_rooms_filtered::v3::Request>) -> ApiResult<get_public_rooms_filtered::v3::Response> {
+    room_rules::check_public_room_list(args.session()?)?;
     let request = &args.body;
     list_public_rooms(&server, request.server.as_deref(), request.limit, request.since.as_deref(), &request.filter, &request.room_network).await
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use ruma::{
-    OwnedUserId, RoomVersionId,
+    OwnedUserId,
     api::client::{
         discovery::{
             discover_homeserver::{self, HomeserverInfo},
@@ -23,14 +23,11 @@ use ruma::{
 use crate::{
     http::{ApiResult, Args, RouterExt},
     server::Homeserver,
+    tim::room_rules::{DEFAULT_ROOM_VERSION, ROOM_VERSIONS},
 };
 
 /// Spec versions we implement; TI-M requires v1.11 or later.
 const VERSIONS: &[&str] = &["v1.11", "v1.12", "v1.13"];
-
-/// Room versions clients may create (TI-M allows 9 and 10; 10 is the default).
-pub const ROOM_VERSIONS: &[RoomVersionId] = &[RoomVersionId::V9, RoomVersionId::V10];
-pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V10;
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     router
@@ -47,6 +44,9 @@ async fn versions(_: Homeserver, _: Args<get_supported_versions::Request>) -> Ap
         ("org.matrix.msc3916.stable".to_owned(), true),
         // Simplified sliding sync (MSC4186), which Element X requires.
         ("org.matrix.simplified_msc3575".to_owned(), true),
+        // TI-M A_25395-03: threads (MSC3440) are not offered; said outright
+        // so clients hide their thread views.
+        ("org.matrix.msc3440.stable".to_owned(), false),
     ]);
     Ok(response)
 }

@@ -17,7 +17,8 @@ use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
     rooms::{membership::{MembershipRequest, change_membership}, visibility::HistoryAccess},
     server::Homeserver,
-    storage::{self, aliases, events, memberships, users},
+    storage::{self, aliases, events, memberships},
+    tim::permissions,
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -66,16 +67,16 @@ pub async fn resolve_room(server: &Homeserver, id_or_alias: &RoomOrAliasId) -> A
     }
 }
 
+/// Invites a user whose TI-M permission config accepts the sender
+/// (`tim::permissions`).
 async fn invite(server: Homeserver, args: Args<invite_user::v3::Request>) -> ApiResult<invite_user::v3::Response> {
-    let sender = &args.session()?.user_id;
+    let session = args.session()?;
     let InvitationRecipient::UserId(recipient) = &args.body.recipient else {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ruma::api::error::ErrorKind::Unrecognized, "Third-party invites are not supported"));
     };
     let target = &recipient.user_id;
-    if target.server_name() == server.server_name() && !users::is_active(server.db.user_shard(target), target).await? {
-        return Err(ApiError::not_found(format!("Unknown user {target}")));
-    }
-    apply(&server, &args.body.room_id, sender, target, "invite", recipient.reason.as_deref()).await?;
+    permissions::check_invite(&server, session, target).await?;
+    apply(&server, &args.body.room_id, &session.user_id, target, "invite", recipient.reason.as_deref()).await?;
     Ok(invite_user::v3::Response::new())
 }
 

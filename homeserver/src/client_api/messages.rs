@@ -26,6 +26,7 @@ use crate::{
     server::Homeserver,
     storage::{self, events::{self, StoredEvent}},
     sync::{filter, token::SyncToken},
+    tim::room_rules,
 };
 
 /// Most events one `/messages` or `/context` call returns.
@@ -49,12 +50,12 @@ async fn send(server: Homeserver, args: Args<send_message_event::v3::Request>) -
     let session = args.session()?;
     let request = &args.body;
     let content: JsonValue = serde_json::from_str(request.body.json().get())?;
+    room_rules::check_message(&request.event_type.to_string(), &content)?;
     let kind = TimelineEventType::from(request.event_type.to_string());
     let txn = TxnRef { device_id: &session.device_id, txn_id: request.txn_id.as_str() };
     let event_id = RoomWriter::append_one(&server, &request.room_id, &session.user_id, NewEvent::message(kind, content), Some(txn)).await?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
-
 
 async fn redact(server: Homeserver, args: Args<redact_event::v3::Request>) -> ApiResult<redact_event::v3::Response> {
     let session = args.session()?;
@@ -64,6 +65,7 @@ async fn redact(server: Homeserver, args: Args<redact_event::v3::Request>) -> Ap
     if target.sender != session.user_id.as_str() && !may_redact_others(&server, &request.room_id, &session.user_id).await? {
         return Err(ApiError::forbidden("You may only redact your own events"));
     }
+    room_rules::check_redaction(&target.pdu)?;
     let mut content = json!({});
     if let Some(reason) = &request.reason {
         content["reason"] = reason.clone().into();

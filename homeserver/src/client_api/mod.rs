@@ -2,7 +2,7 @@
 //! `routes` adds its endpoints; handlers read top to bottom: check, act,
 //! answer.
 
-mod account;
+pub(crate) mod account;
 mod account_data;
 pub mod admin;
 mod devices;

@@ -1,29 +1,24 @@
 //! Profiles: `/profile/{userId}` and its `displayname` and `avatar_url`
-//! fields. Reading takes an access token on this server (TI-M: no
-//! anonymous profile lookups); writing is for the user themself, and every
+//! fields. Reading takes an access token on this server and a shared room
+//! (TI-M A_26289, `tim::privacy`); writing is for the user themself, and every
 //! change is carried into the rooms they are joined to as a new member
 //! event.
 
 use axum::Router;
 use ruma::{
     OwnedMxcUri, UserId,
-    api::{
-        IncomingRequest, Metadata,
-        auth_scheme::AccessToken,
-        client::profile::{
-            AvatarUrl, DisplayName, StaticProfileField, get_avatar_url, get_display_name, get_profile, set_avatar_url,
-            set_display_name,
-        },
-        error::FromHttpRequestError,
+    api::client::profile::{
+        AvatarUrl, DisplayName, StaticProfileField, get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
     },
 };
 
 use super::require_own_account;
 use crate::{
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, Authenticated, RouterExt},
     rooms::membership,
     server::Homeserver,
     storage::users::{self, Profile},
+    tim::privacy,
 };
 
 /// Longest display name we store (as Synapse does).
@@ -40,35 +35,10 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
         .endpoint(set_avatar_url)
 }
 
-/// A ruma endpoint that the spec opens to anonymous callers, served to
-/// authenticated callers only: the extractor then answers a request
-/// without a token with 401 `M_MISSING_TOKEN`.
-struct Authenticated<R>(R);
-
-impl<R: Metadata> Metadata for Authenticated<R> {
-    const METHOD: http::Method = R::METHOD;
-    const RATE_LIMITED: bool = R::RATE_LIMITED;
-    type Authentication = AccessToken;
-    type PathBuilder = R::PathBuilder;
-    const PATH_BUILDER: R::PathBuilder = R::PATH_BUILDER;
-}
-
-impl<R: IncomingRequest> IncomingRequest for Authenticated<R> {
-    type EndpointError = R::EndpointError;
-    type OutgoingResponse = R::OutgoingResponse;
-
-    fn try_from_http_request<B, S>(request: http::Request<B>, path_args: &[S]) -> Result<Self, FromHttpRequestError>
-    where
-        B: AsRef<[u8]>,
-        S: AsRef<str>,
-    {
-        R::try_from_http_request(request, path_args).map(Self)
-    }
-}
-
-/// The profile of an active local user. Unknown, deactivated and remote
-/// users (there is no federation) are all 404.
-async fn profile_of(server: &Homeserver, user_id: &UserId) -> ApiResult<Profile> {
+/// The profile of an active local user, if `viewer` may see it. Unknown,
+/// deactivated and remote users (there is no federation) are all 404.
+async fn profile_of(server: &Homeserver, viewer: &UserId, user_id: &UserId) -> ApiResult<Profile> {
+    privacy::check_profile_lookup(server, viewer, user_id).await?;
     let not_found = || ApiError::not_found("Profile not found");
     if user_id.server_name() != server.server_name() {
         return Err(not_found());
@@ -77,7 +47,7 @@ async fn profile_of(server: &Homeserver, user_id: &UserId) -> ApiResult<Profile>
 }
 
 async fn get_profile(server: Homeserver, args: Args<Authenticated<get_profile::v3::Request>>) -> ApiResult<get_profile::v3::Response> {
-    let profile = profile_of(&server, &args.body.0.user_id).await?;
+    let profile = profile_of(&server, &args.session()?.user_id, &args.body.0.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     if let Some(name) = profile.displayname {
         response.set(DisplayName::NAME.to_owned(), name.into());
@@ -89,12 +59,12 @@ async fn get_profile(server: Homeserver, args: Args<Authenticated<get_profile::v
 }
 
 async fn get_displayname(server: Homeserver, args: Args<Authenticated<get_display_name::v3::Request>>) -> ApiResult<get_display_name::v3::Response> {
-    let profile = profile_of(&server, &args.body.0.user_id).await?;
+    let profile = profile_of(&server, &args.session()?.user_id, &args.body.0.user_id).await?;
     Ok(get_display_name::v3::Response::new(profile.displayname))
 }
 
 async fn get_avatar_url(server: Homeserver, args: Args<Authenticated<get_avatar_url::v3::Request>>) -> ApiResult<get_avatar_url::v3::Response> {
-    let profile = profile_of(&server, &args.body.0.user_id).await?;
+    let profile = profile_of(&server, &args.session()?.user_id, &args.body.0.user_id).await?;
     Ok(get_avatar_url::v3::Response::new(profile.avatar_url.map(OwnedMxcUri::from)))
 }
 

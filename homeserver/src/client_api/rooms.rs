@@ -1,5 +1,7 @@
 //! `POST /createRoom`: the room's first events, written by its one writer
 //! in a single transaction (the room exists completely or not at all).
+//! The TI-M rules (`tim::room_rules`, `tim::permissions`) judge the request
+//! and the initial state before anything is written.
 
 use axum::Router;
 use ruma::{
@@ -12,12 +14,12 @@ use ruma::{
 };
 use serde_json::{Map, Value as JsonValue, json};
 
-use super::discovery::{DEFAULT_ROOM_VERSION, ROOM_VERSIONS};
 use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
     rooms::{NewEvent, RoomWriter, membership::{MembershipRequest, member_content}},
     server::Homeserver,
-    storage::{aliases, users},
+    storage::aliases,
+    tim::{permissions, room_rules},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -25,18 +27,16 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
 }
 
 async fn create_room(server: Homeserver, args: Args<create_room::v3::Request>) -> ApiResult<create_room::v3::Response> {
-    let creator = args.session()?.user_id.clone();
-    let creator = &creator;
+    let session = args.session()?.clone();
+    let creator = &session.user_id;
     let request = args.body;
 
-    let version = request.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION);
-    if !ROOM_VERSIONS.contains(&version) {
-        return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion, format!("Room version {version} is not supported")));
-    }
+    let version = room_rules::room_version(request.room_version.as_ref())?;
+    room_rules::check_create_room(&session, &request)?;
+    let state = initial_state(&request)?;
+    room_rules::check_initial_state(session.kind, &state)?;
     for invitee in &request.invite {
-        if invitee.server_name() == server.server_name() && !users::is_active(server.db.user_shard(invitee), invitee).await? {
-            return Err(ApiError::not_found(format!("Unknown user {invitee}")));
-        }
+        permissions::check_invite(&server, &session, invitee).await?;
     }
     let room_id = RoomId::new_v1(server.server_name());
     let alias = match &request.room_alias_name {
@@ -44,7 +44,7 @@ async fn create_room(server: Homeserver, args: Args<create_room::v3::Request>) -
         None => None,
     };
 
-    let created = write_initial_events(&server, &room_id, &version, creator, &request, alias.as_deref()).await;
+    let created = write_initial_events(&server, &room_id, &version, creator, &request, alias.as_deref(), state).await;
     if let Err(err) = created {
         if let Some(alias) = &alias {
             aliases::remove(server.db.alias_shard(alias), alias).await?;
@@ -68,53 +68,25 @@ async fn reserve_alias(server: &Homeserver, name: &str, room_id: &RoomId, creato
     Ok(alias)
 }
 
-/// The events of a new room in the spec's order: create, creator's join,
-/// power levels, canonical alias, preset state, initial state, name, topic,
-/// invites.
-async fn write_initial_events(
-    server: &Homeserver,
-    room_id: &RoomId,
-    version: &RoomVersionId,
-    creator: &UserId,
-    request: &create_room::v3::Request,
-    alias: Option<&RoomAliasId>,
-) -> ApiResult<OwnedRoomId> {
-    let preset = request.preset.clone().unwrap_or(match request.visibility {
+/// The preset the request names, or the one its visibility implies.
+fn preset_of(request: &create_room::v3::Request) -> RoomPreset {
+    request.preset.clone().unwrap_or(match request.visibility {
         Visibility::Public => RoomPreset::PublicChat,
         _ => RoomPreset::PrivateChat,
-    });
-    let mut writer = RoomWriter::create(server, room_id, version, creator).await?;
+    })
+}
 
-    let mut create_content = match &request.creation_content {
-        Some(raw) => object_of(raw.json().get(), "creation_content")?,
-        None => Map::new(),
-    };
-    create_content.insert("creator".into(), creator.as_str().into());
-    create_content.insert("room_version".into(), version.as_str().into());
-    writer.append(creator, NewEvent::state(TimelineEventType::RoomCreate, "", JsonValue::Object(create_content)), None).await?;
-
-    let join = MembershipRequest { sender: creator, target: creator, membership: "join", reason: None, is_direct: false };
-    writer.append(creator, NewEvent::state(TimelineEventType::RoomMember, creator.as_str(), member_content(server, &join).await?), None).await?;
-
-    let mut power_levels = default_power_levels(creator, &preset, &request.invite);
-    if let Some(overrides) = &request.power_level_content_override {
-        for (key, value) in object_of(overrides.json().get(), "power_level_content_override")? {
-            power_levels.insert(key, value);
-        }
-    }
-    writer.append(creator, NewEvent::state(TimelineEventType::RoomPowerLevels, "", JsonValue::Object(power_levels)), None).await?;
-
-    if let Some(alias) = alias {
-        writer.append(creator, NewEvent::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias })), None).await?;
-    }
-
-    let (join_rule, guest_access) = match preset {
+/// The state after the power levels and alias: the preset's, the
+/// client's `initial_state` (replacing the preset's where they meet),
+/// name, topic, and the TI-M mirrors of name and topic.
+fn initial_state(request: &create_room::v3::Request) -> ApiResult<Vec<NewEvent>> {
+    let (join_rule, guest_access) = match preset_of(request) {
         RoomPreset::PublicChat => ("public", "forbidden"),
         _ => ("invite", "can_join"),
     };
     let mut state: Vec<NewEvent> = vec![
         NewEvent::state(TimelineEventType::RoomJoinRules, "", json!({ "join_rule": join_rule })),
-        NewEvent::state(TimelineEventType::RoomHistoryVisibility, "", json!({ "history_visibility": "shared" })),
+        NewEvent::state(TimelineEventType::RoomHistoryVisibility, "", json!({ "history_visibility": room_rules::DEFAULT_HISTORY_VISIBILITY })),
         NewEvent::state(TimelineEventType::RoomGuestAccess, "", json!({ "guest_access": guest_access })),
     ];
     for raw in &request.initial_state {
@@ -133,6 +105,45 @@ async fn write_initial_events(
     }
     if let Some(topic) = &request.topic {
         state.push(NewEvent::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })));
+    }
+    room_rules::add_mirrors(&mut state);
+    Ok(state)
+}
+
+/// The events of a new room in the spec's order: create, creator's join,
+/// power levels, canonical alias, `state` (see [`initial_state`]), invites.
+async fn write_initial_events(
+    server: &Homeserver,
+    room_id: &RoomId,
+    version: &RoomVersionId,
+    creator: &UserId,
+    request: &create_room::v3::Request,
+    alias: Option<&RoomAliasId>,
+    state: Vec<NewEvent>,
+) -> ApiResult<OwnedRoomId> {
+    let mut writer = RoomWriter::create(server, room_id, version, creator).await?;
+
+    let mut create_content = match &request.creation_content {
+        Some(raw) => object_of(raw.json().get(), "creation_content")?,
+        None => Map::new(),
+    };
+    create_content.insert("creator".into(), creator.as_str().into());
+    create_content.insert("room_version".into(), version.as_str().into());
+    writer.append(creator, NewEvent::state(TimelineEventType::RoomCreate, "", JsonValue::Object(create_content)), None).await?;
+
+    let join = MembershipRequest { sender: creator, target: creator, membership: "join", reason: None, is_direct: false };
+    writer.append(creator, NewEvent::state(TimelineEventType::RoomMember, creator.as_str(), member_content(server, &join).await?), None).await?;
+
+    let mut power_levels = default_power_levels(creator, &preset_of(request), &request.invite);
+    if let Some(overrides) = &request.power_level_content_override {
+        for (key, value) in object_of(overrides.json().get(), "power_level_content_override")? {
+            power_levels.insert(key, value);
+        }
+    }
+    writer.append(creator, NewEvent::state(TimelineEventType::RoomPowerLevels, "", JsonValue::Object(power_levels)), None).await?;
+
+    if let Some(alias) = alias {
+        writer.append(creator, NewEvent::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias })), None).await?;
     }
     for event in state {
         writer.append(creator, event, None).await?;

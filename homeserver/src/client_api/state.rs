@@ -12,6 +12,7 @@ use crate::{
     rooms::{NewEvent, RoomWriter, visibility::HistoryAccess},
     server::Homeserver,
     storage::{self, events, memberships},
+    tim::room_rules,
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -51,6 +52,9 @@ async fn get_one(server: Homeserver, args: Args<get_state_event_for_key::v3::Req
     Ok(get_state_event_for_key::v3::Response::new(json))
 }
 
+/// Sets one entry, within the TI-M rules on state (`tim::room_rules`); a
+/// room name or topic also sets its TI-M counterpart, in the same
+/// transaction.
 async fn put_one(server: Homeserver, args: Args<send_state_event::v3::Request>) -> ApiResult<send_state_event::v3::Response> {
     let session = args.session()?;
     let request = &args.body;
@@ -59,6 +63,7 @@ async fn put_one(server: Homeserver, args: Args<send_state_event::v3::Request>) 
     if !content.is_object() {
         return Err(ApiError::bad_json("State event content must be an object"));
     }
+    room_rules::check_state_event(session.kind, &kind, &content)?;
     // Setting the same content again is a no-op that returns the existing
     // event (clients retry state PUTs, which carry no transaction id).
     let db = server.db.room_shard(&request.room_id);
@@ -70,6 +75,15 @@ async fn put_one(server: Homeserver, args: Args<send_state_event::v3::Request>) 
         return Ok(send_state_event::v3::Response::new(event_id.try_into().map_err(|err: ruma::IdParseError| ApiError::Internal(err.into()))?));
     }
     let event = NewEvent::state(TimelineEventType::from(kind), request.state_key.clone(), content);
-    let event_id = RoomWriter::append_one(&server, &request.room_id, &session.user_id, event, None).await?;
+    let mirror = room_rules::mirror_of(&event);
+    let mut writer = RoomWriter::open(&server, &request.room_id).await?;
+    let event_id = writer.append(&session.user_id, event, None).await?;
+    if let Some(mirror) = mirror {
+        let current = events::current_state_entry(writer.conn(), &request.room_id, &mirror.kind.to_string(), "").await?;
+        if room_rules::mirror_changes(&mirror, current.as_ref().map(|(_, content, _)| content)) {
+            writer.append(&session.user_id, mirror, None).await?;
+        }
+    }
+    writer.commit().await?;
     Ok(send_state_event::v3::Response::new(event_id))
 }

@@ -1,11 +1,12 @@
 //! Who is calling: access tokens from the `Authorization` header (or the
 //! deprecated `access_token` query parameter) resolved to a user and device.
 
+use axum::extract::FromRequestParts;
 use http::request::Parts;
 use ruma::{OwnedDeviceId, OwnedUserId};
 
 use super::error::{ApiError, ApiResult};
-use crate::{auth::tokens, server::Homeserver, storage};
+use crate::{auth::tokens, server::Homeserver, storage, tim::accounts::AccountKind};
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -13,6 +14,25 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_admin: bool,
+    /// Insured person or staff: which TI-M rules apply to the caller.
+    pub kind: AccountKind,
+}
+
+/// A caller authenticated as a server admin, for the operator's admin APIs
+/// outside ruma: 401 without a valid token, 403 for everyone else.
+pub struct ServerAdmin(pub Session);
+
+impl FromRequestParts<Homeserver> for ServerAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Homeserver) -> Result<Self, ApiError> {
+        let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
+        let session = authenticate(server, &token).await?;
+        if !session.is_admin {
+            return Err(ApiError::forbidden("Only server admins may use this API"));
+        }
+        Ok(Self(session))
+    }
 }
 
 /// The token the request carries, if any.

@@ -8,5 +8,5 @@ pub mod ruma;
 pub use self::{
     auth::Session,
     error::{ApiError, ApiResult},
-    ruma::{Args, RouterExt, raw_json},
+    ruma::{Args, Authenticated, RouterExt, raw_json},
 };

@@ -13,8 +13,9 @@ use axum::{
 use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ruma::api::{
-    IncomingRequest, OutgoingResponse,
+    IncomingRequest, Metadata, OutgoingResponse,
     auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional},
+    error::FromHttpRequestError,
     path_builder::PathBuilder,
 };
 
@@ -37,6 +38,33 @@ impl<R> Args<R> {
     /// requests.
     pub fn session(&self) -> ApiResult<&Session> {
         self.session.as_ref().ok_or_else(ApiError::missing_token)
+    }
+}
+
+/// A ruma endpoint that the spec opens to anonymous callers, served to
+/// authenticated callers only (TI-M: profiles, the public room list): the
+/// extractor then answers a request without a token with 401
+/// `M_MISSING_TOKEN`.
+pub struct Authenticated<R>(pub R);
+
+impl<R: Metadata> Metadata for Authenticated<R> {
+    const METHOD: http::Method = R::METHOD;
+    const RATE_LIMITED: bool = R::RATE_LIMITED;
+    type Authentication = AccessToken;
+    type PathBuilder = R::PathBuilder;
+    const PATH_BUILDER: R::PathBuilder = R::PATH_BUILDER;
+}
+
+impl<R: IncomingRequest> IncomingRequest for Authenticated<R> {
+    type EndpointError = R::EndpointError;
+    type OutgoingResponse = R::OutgoingResponse;
+
+    fn try_from_http_request<B, S>(request: http::Request<B>, path_args: &[S]) -> Result<Self, FromHttpRequestError>
+    where
+        B: AsRef<[u8]>,
+        S: AsRef<str>,
+    {
+        R::try_from_http_request(request, path_args).map(Self)
     }
 }
 

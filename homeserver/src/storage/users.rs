@@ -5,7 +5,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use sqlx::{FromRow, PgExecutor};
 
 use super::now_ms;
-use crate::http::Session;
+use crate::{http::Session, tim::accounts::AccountKind};
 
 /// A user's profile fields.
 #[derive(Clone, Debug, Default, FromRow)]
@@ -23,20 +23,50 @@ pub struct Device {
     pub last_seen_ip: Option<String>,
 }
 
-/// Creates an account; false when the user id is taken.
-pub async fn create(db: impl PgExecutor<'_>, user_id: &UserId, password_hash: Option<&str>, is_admin: bool) -> sqlx::Result<bool> {
+/// A staff account as the admin API lists it.
+#[derive(Clone, Debug, FromRow, serde::Serialize)]
+pub struct StaffAccount {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub created_ts: i64,
+}
+
+/// Creates an account (an insured person's when `kvnr` is given, see
+/// `tim::accounts`); false when the user id is taken.
+pub async fn create(db: impl PgExecutor<'_>, user_id: &UserId, password_hash: Option<&str>, is_admin: bool, kvnr: Option<&str>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts, kvnr)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(user_id.as_str())
     .bind(password_hash)
     .bind(is_admin)
     .bind(user_id.localpart())
     .bind(now_ms())
+    .bind(kvnr)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// The kind of an active account; `None` for unknown and deactivated ones.
+pub async fn account_kind(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Option<AccountKind>> {
+    let kvnr: Option<Option<String>> = sqlx::query_scalar("SELECT kvnr FROM users WHERE user_id = $1 AND NOT deactivated")
+        .bind(user_id.as_str())
+        .fetch_optional(db)
+        .await?;
+    Ok(kvnr.map(|kvnr| AccountKind::of_kvnr(kvnr.as_deref())))
+}
+
+/// The staff accounts of one database, deactivated ones included.
+pub async fn staff_accounts(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<StaffAccount>> {
+    sqlx::query_as(
+        "SELECT user_id, displayname, is_admin, deactivated, created_ts FROM users WHERE kvnr IS NULL ORDER BY user_id",
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Whether the user id is taken (deactivated accounts keep their id).
@@ -202,16 +232,17 @@ pub async fn add_access_token(db: impl PgExecutor<'_>, token_hash: &[u8], user_i
 
 /// The session behind a token hash, if the token is live and the account active.
 pub async fn session_for_token(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sqlx::Result<Option<Session>> {
-    let row: Option<(String, String, bool)> = sqlx::query_as(
-        "SELECT t.user_id, t.device_id, u.is_admin FROM access_tokens t
+    let row: Option<(String, String, bool, Option<String>)> = sqlx::query_as(
+        "SELECT t.user_id, t.device_id, u.is_admin, u.kvnr FROM access_tokens t
          JOIN users u ON u.user_id = t.user_id
          WHERE t.token_hash = $1 AND NOT u.deactivated",
     )
     .bind(token_hash)
     .fetch_optional(db)
     .await?;
-    Ok(row.and_then(|(user_id, device_id, is_admin)| {
-        Some(Session { user_id: OwnedUserId::try_from(user_id).ok()?, device_id: device_id.into(), is_admin })
+    Ok(row.and_then(|(user_id, device_id, is_admin, kvnr)| {
+        let kind = AccountKind::of_kvnr(kvnr.as_deref());
+        Some(Session { user_id: OwnedUserId::try_from(user_id).ok()?, device_id: device_id.into(), is_admin, kind })
     }))
 }
 

@@ -254,9 +254,19 @@ impl TestServer {
     }
 
     pub async fn register_user_with_password(&self, name: &str, password: &str) -> RegisteredUser {
+        self.register_through_admin_api(name, password, false).await
+    }
+
+    /// Creates a server admin through the admin API (a staff account).
+    pub async fn register_admin(&self, name: &str) -> RegisteredUser {
+        self.register_through_admin_api(name, &password_of(name), true).await
+    }
+
+    async fn register_through_admin_api(&self, name: &str, password: &str, admin: bool) -> RegisteredUser {
         let nonce = self.api.get("/_synapse/admin/v1/register").await.str("nonce");
         let mut mac = Hmac::<Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).expect("HMAC takes any key length");
-        for (i, part) in [nonce.as_str(), name, password, "notadmin"].into_iter().enumerate() {
+        let admin_flag = if admin { "admin" } else { "notadmin" };
+        for (i, part) in [nonce.as_str(), name, password, admin_flag].into_iter().enumerate() {
             if i > 0 {
                 mac.update(b"\0");
             }
@@ -270,7 +280,7 @@ impl TestServer {
                     "nonce": nonce,
                     "username": name,
                     "password": password,
-                    "admin": false,
+                    "admin": admin,
                     "mac": hex::encode(mac.finalize().into_bytes()),
                 }),
             )
@@ -280,6 +290,27 @@ impl TestServer {
             name: name.to_owned(),
             user_id: reply.str("user_id"),
             password: password.to_owned(),
+            access_token: reply.str("access_token"),
+            device_id: reply.str("device_id"),
+        }
+    }
+
+    /// Creates an insured person's account (TI-M) with `kvnr` and logs it
+    /// in the way the insurer's IdP login will: a login token, then
+    /// `m.login.token`. Such accounts have no password.
+    pub async fn register_insured(&self, name: &str, kvnr: &str) -> RegisteredUser {
+        use homeserver::{auth::tokens, storage::users, tim::accounts};
+        let kvnr = accounts::Kvnr::parse(kvnr).expect("a valid KVNR");
+        let user_id = accounts::create_insured(&self.server, name, &kvnr, None).await.expect("creating the insured account");
+        let token = tokens::new_token(tokens::TokenKind::Login, &user_id);
+        let expires = homeserver::storage::now_ms() + 60_000;
+        users::add_login_token(self.server.db.user_shard(&user_id), &tokens::hash(&token), &user_id, expires).await.expect("storing the login token");
+        let reply = self.api.post("/_matrix/client/v3/login", json!({ "type": "m.login.token", "token": token })).await;
+        reply.ok();
+        RegisteredUser {
+            name: name.to_owned(),
+            user_id: reply.str("user_id"),
+            password: String::new(),
             access_token: reply.str("access_token"),
             device_id: reply.str("device_id"),
         }
