@@ -44,6 +44,9 @@ pub struct Config {
     /// The TI-Messenger rules (see `tim/`).
     #[serde(default)]
     pub tim: TimConfig,
+    /// Insured persons' login through the insurer's identity provider.
+    #[serde(default)]
+    pub oidc: OidcConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -237,6 +240,59 @@ fn default_insured_permission_config() -> serde_json::Value {
     serde_json::json!({ "defaultSetting": "allow all" })
 }
 
+/// Insured persons log in through the insurer's OpenID Connect identity
+/// provider (`auth/oidc.rs`, `client_api/sso.rs`); `/login` offers
+/// `m.login.sso` with these providers.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<OidcProviderConfig>,
+    /// Prefixes a client's `redirectUrl` must start with (e.g.
+    /// `https://app.insurer.example/`, `de.insurer.tim:/`). Empty admits
+    /// any absolute URL: the login token then goes wherever the client that
+    /// started the login asked, in the browser that started it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_redirect_urls: Vec<String>,
+}
+
+/// One identity provider, registered there as a confidential client with
+/// the redirect URI `<public_baseurl>/_synapse/client/oidc/callback`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// The `idp_id` clients name in `/login/sso/redirect/{idpId}`.
+    pub id: String,
+    /// What clients show on the login button.
+    pub name: String,
+    /// Its issuer URL; the rest comes from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes asked for (`openid` is always asked for).
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The id_token claim that carries the KVNR.
+    #[serde(default = "default_kvnr_claim")]
+    pub kvnr_claim: String,
+    /// The id_token claim that carries the display name of a new account.
+    #[serde(default = "default_display_name_claim")]
+    pub display_name_claim: String,
+}
+
+/// The scopes of gematik's sectoral IdPs for an insured person's KVNR and
+/// name (gemSpec_IDP_Sek).
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "urn:telematik:versicherter", "urn:telematik:display_name"].map(String::from).to_vec()
+}
+fn default_kvnr_claim() -> String {
+    "urn:telematik:claims:id".to_owned()
+}
+fn default_display_name_claim() -> String {
+    "urn:telematik:claims:display_name".to_owned()
+}
+
 /// The Prometheus endpoint `GET /metrics` on the main listener.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +367,31 @@ const MAX_THUMBNAIL_EDGE: u32 = 4096;
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8008).into()
 }
+impl OidcConfig {
+    /// Provider ids are what MSC2858 allows (they are path segments), each
+    /// used once; issuers and redirect prefixes are URLs.
+    fn validate(&self) -> anyhow::Result<()> {
+        let id_char = |c: char| c.is_ascii_alphanumeric() || "_.~-".contains(c);
+        for (i, provider) in self.providers.iter().enumerate() {
+            if provider.id.is_empty() || provider.id.len() > 255 || !provider.id.chars().all(id_char) {
+                anyhow::bail!("oidc.providers: id {:?} must be 1-255 of A-Z a-z 0-9 _ . ~ -", provider.id);
+            }
+            if self.providers[..i].iter().any(|earlier| earlier.id == provider.id) {
+                anyhow::bail!("oidc.providers: id {:?} is used twice", provider.id);
+            }
+            url::Url::parse(&provider.issuer).with_context(|| format!("oidc.providers {:?}: issuer", provider.id))?;
+        }
+        for prefix in &self.allowed_redirect_urls {
+            url::Url::parse(prefix).with_context(|| format!("oidc.allowed_redirect_urls: {prefix:?}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&OidcProviderConfig> {
+        self.providers.iter().find(|provider| provider.id == id)
+    }
+}
+
 impl DatabaseConfig {
     /// Every database's URL, in token order.
     pub fn urls(&self) -> impl Iterator<Item = &str> {
@@ -407,6 +488,7 @@ impl Config {
         crate::tim::permissions::PermissionConfigType::Epa
             .validate(&self.tim.default_insured_permission_config)
             .map_err(|err| anyhow::anyhow!("tim.default_insured_permission_config: {err}"))?;
+        self.oidc.validate()?;
         Ok(())
     }
 
@@ -431,6 +513,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             push: PushConfig::default(),
             tim: TimConfig::default(),
+            oidc: OidcConfig::default(),
         }
     }
 

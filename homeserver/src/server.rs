@@ -6,6 +6,7 @@ use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
 use tokio::net::TcpListener;
 
 use crate::{
+    auth::oidc::RelyingParty,
     config::Config,
     media::MediaRepo,
     metrics::Metrics,
@@ -33,6 +34,8 @@ pub struct Inner {
     pub push_wakeup: Wakeup,
     /// This worker's Prometheus metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// The client of the insurer's identity providers (insured persons' login).
+    pub oidc: RelyingParty,
     server_name: OwnedServerName,
 }
 
@@ -72,6 +75,7 @@ impl Homeserver {
             media,
             push_wakeup: Wakeup::default(),
             metrics,
+            oidc: RelyingParty::new()?,
             server_name,
         })))
     }

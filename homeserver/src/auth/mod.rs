@@ -1,5 +1,7 @@
-//! Credentials: password hashing, token issuing, user-interactive auth.
+//! Credentials: password hashing, token issuing, user-interactive auth,
+//! and the OpenID Connect relying party of insured persons' login.
 
+pub mod oidc;
 pub mod password;
 pub mod tokens;
 pub mod uiaa;

@@ -65,7 +65,14 @@ pub async fn create_account(server: &Homeserver, user_id: &UserId, password: &st
 async fn register(server: Homeserver, args: Args<register::v3::Request>) -> ApiResult<register::v3::Response> {
     let request = args.body;
     if !server.config.registration.enabled {
-        return Err(ApiError::forbidden("Registration is disabled"));
+        // TI-M: insured persons get their accounts only through the
+        // insurer's IdP (`m.login.sso`), the rest from the insurer's
+        // admins; gematik answers 401 here where the spec says 403.
+        return Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden,
+            "Registration is closed: insured persons sign in through their insurer's identity provider",
+        ));
     }
     if request.kind == RegistrationKind::Guest {
         return Err(ApiError::new(http::StatusCode::FORBIDDEN, ErrorKind::GuestAccessForbidden, "Guest accounts are not offered"));

@@ -20,6 +20,7 @@ mod pushers;
 mod rooms;
 mod session;
 mod sliding_sync;
+mod sso;
 mod state;
 mod sync;
 
@@ -34,6 +35,7 @@ use crate::{
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     let router = discovery::routes(router);
     let router = session::routes(router);
+    let router = sso::routes(router);
     let router = account::routes(router);
     let router = admin::routes(router);
     let router = devices::routes(router);

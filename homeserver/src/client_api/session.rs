@@ -1,5 +1,6 @@
 //! Logging in and out: `/login` (password, `m.login.token`),
-//! `/login/get_token`, `/logout`, `/logout/all`.
+//! `/login/get_token`, `/logout`, `/logout/all`. Single sign-on, which
+//! ends in `m.login.token`, is in `sso.rs`.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use ruma::{
     api::client::{
         session::{
             get_login_token,
-            get_login_types::{self, v3::{LoginType, PasswordLoginType, TokenLoginType}},
+            get_login_types::{self, v3::{IdentityProvider, LoginType, PasswordLoginType, SsoLoginType, TokenLoginType}},
             login::{self, v3::LoginInfo},
             logout, logout_all,
         },
@@ -25,7 +26,8 @@ use crate::{
     storage::{self, device_keys, pushers, sliding_sync, users},
 };
 
-/// How long a login token from `/login/get_token` stays valid.
+/// How long a login token from `/login/get_token` or single sign-on stays
+/// valid.
 const LOGIN_TOKEN_LIFETIME: Duration = Duration::from_secs(120);
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -37,13 +39,19 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
         .endpoint(logout_all)
 }
 
-async fn login_types(_: Homeserver, _: Args<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
+/// Passwords (staff), login tokens, and single sign-on through the
+/// configured identity providers (insured persons, `client_api/sso.rs`).
+async fn login_types(server: Homeserver, _: Args<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
-    Ok(get_login_types::v3::Response::new(vec![
-        LoginType::Password(PasswordLoginType::new()),
-        LoginType::Token(token),
-    ]))
+    let mut types = vec![LoginType::Password(PasswordLoginType::new()), LoginType::Token(token)];
+    let providers = &server.config.oidc.providers;
+    if !providers.is_empty() {
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers = providers.iter().map(|provider| IdentityProvider::new(provider.id.clone(), provider.name.clone())).collect();
+        types.push(LoginType::Sso(sso));
+    }
+    Ok(get_login_types::v3::Response::new(types))
 }
 
 /// Resolves `m.id.user` (full id or localpart) to a local user id.
@@ -107,10 +115,19 @@ pub async fn open_session(server: &Homeserver, user_id: &UserId, device_id: Opti
 async fn get_login_token(server: Homeserver, args: Args<get_login_token::v1::Request>) -> ApiResult<get_login_token::v1::Response> {
     let session = args.session()?;
     uiaa::require_password(&server, &session.user_id, args.body.auth.as_ref()).await?;
-    let token = tokens::new_token(TokenKind::Login, &session.user_id);
-    let expires = storage::now_ms() + i64::try_from(LOGIN_TOKEN_LIFETIME.as_millis()).unwrap_or(i64::MAX);
-    users::add_login_token(server.db.user_shard(&session.user_id), &tokens::hash(&token), &session.user_id, expires).await?;
+    let token = issue_login_token(&server, &session.user_id).await?;
     Ok(get_login_token::v1::Response::new(LOGIN_TOKEN_LIFETIME, token))
+}
+
+/// A login token for `user_id` (for `/login/get_token` and the end of a
+/// single sign-on): redeemed once with `m.login.token`, within
+/// [`LOGIN_TOKEN_LIFETIME`], on any worker (it is stored on the user's
+/// shard).
+pub async fn issue_login_token(server: &Homeserver, user_id: &UserId) -> ApiResult<String> {
+    let token = tokens::new_token(TokenKind::Login, user_id);
+    let expires = storage::now_ms() + i64::try_from(LOGIN_TOKEN_LIFETIME.as_millis()).unwrap_or(i64::MAX);
+    users::add_login_token(server.db.user_shard(user_id), &tokens::hash(&token), user_id, expires).await?;
+    Ok(token)
 }
 
 async fn logout(server: Homeserver, args: Args<logout::v3::Request>) -> ApiResult<logout::v3::Response> {

@@ -11,9 +11,11 @@ pub mod aliases;
 pub mod device_keys;
 pub mod directory;
 pub mod events;
+pub mod insured_kvnrs;
 pub mod key_backup;
 pub mod media;
 pub mod memberships;
+pub mod oidc_sessions;
 pub mod presence;
 pub mod push_actions;
 pub mod push_queue;
@@ -141,7 +143,8 @@ impl Db {
     }
 
     /// Database 0, for the rows that belong to no user or room (the shard
-    /// map, registration tokens, anonymous UIAA sessions).
+    /// map, registration tokens, anonymous UIAA sessions, OIDC logins in
+    /// progress) or that must be one table for all (the KVNR map).
     pub fn global(&self) -> &PgPool {
         &self.0.shards[0].pool
     }

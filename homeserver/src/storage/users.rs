@@ -51,6 +51,13 @@ pub async fn create(db: impl PgExecutor<'_>, user_id: &UserId, password_hash: Op
     Ok(inserted.rows_affected() == 1)
 }
 
+/// The KVNR of an account (also a deactivated one); `None` for staff and
+/// unknown accounts.
+pub async fn kvnr(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Option<String>> {
+    let kvnr: Option<Option<String>> = sqlx::query_scalar("SELECT kvnr FROM users WHERE user_id = $1").bind(user_id.as_str()).fetch_optional(db).await?;
+    Ok(kvnr.flatten())
+}
+
 /// The kind of an active account; `None` for unknown and deactivated ones.
 pub async fn account_kind(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Option<AccountKind>> {
     let kvnr: Option<Option<String>> = sqlx::query_scalar("SELECT kvnr FROM users WHERE user_id = $1 AND NOT deactivated")

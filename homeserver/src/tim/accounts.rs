@@ -17,19 +17,26 @@
 //!
 //! The kind is not stored on its own: an account is insured exactly when
 //! `users.kvnr` is set (migration 0008), so no row can be an insured person
-//! without a KVNR. The database cannot keep KVNRs unique (users are sharded
-//! by user id), so the IdP login that will create insured accounts must
-//! derive the user id from the KVNR to keep one account per person.
+//! without a KVNR.
+//!
+//! One account per person: users are sharded by user id, so no database
+//! can keep `users.kvnr` unique. `insured_kvnrs` in database 0 maps each
+//! KVNR to its one user id (migration 0009); [`create_insured`] claims the
+//! KVNR there before it writes the account on the user's shard, and
+//! [`insured_account`] (the IdP login) looks the KVNR up there first. A
+//! crash between the two leaves a claim without an account, which the
+//! person's next login completes under the claimed user id.
 
 use ruma::{OwnedUserId, api::error::ErrorKind};
 use serde::Serialize;
 
 use super::permissions::PermissionConfigType;
 use crate::{
+    auth::tokens,
     client_api::account::new_user_id,
     http::{ApiError, ApiResult},
     server::Homeserver,
-    storage::{account_data, users},
+    storage::{account_data, insured_kvnrs, users},
 };
 
 /// Whose an account is.
@@ -90,15 +97,51 @@ impl Kvnr {
     }
 }
 
+/// The account of the insured person with `kvnr` (the IdP vouched for
+/// it), created at their first login with a random user id and the IdP's
+/// display name.
+pub async fn insured_account(server: &Homeserver, kvnr: &Kvnr, displayname: Option<&str>) -> ApiResult<OwnedUserId> {
+    let global = server.db.global();
+    let localpart = match insured_kvnrs::owner(global, kvnr.as_str()).await? {
+        Some(user_id) if users::exists(server.db.user_shard(&user_id), &user_id).await? => return Ok(user_id),
+        // A creation that did not finish (or is under way): finish it.
+        Some(user_id) => user_id.localpart().to_owned(),
+        None => tokens::random_string(12).to_lowercase(),
+    };
+    match create_insured(server, &localpart, kvnr, displayname).await {
+        // A concurrent first login of the same person claimed the KVNR for
+        // another user id: make sure that account exists (creating it again
+        // is a no-op), then use it.
+        Err(err) => match insured_kvnrs::owner(global, kvnr.as_str()).await? {
+            Some(owner) if owner.localpart() != localpart => create_insured(server, owner.localpart(), kvnr, displayname).await,
+            _ => Err(err),
+        },
+        created => created,
+    }
+}
+
 /// Creates an insured person's account: no password (they log in through
 /// the insurer's IdP), the KVNR, the display name from the IdP, and the
 /// configured default permission config (A_25043), all in one transaction
-/// so the account never exists without its permission config.
+/// so the account never exists without its permission config. The KVNR is
+/// claimed first (`M_USER_IN_USE` when another account holds it); creating
+/// an account that exists with this KVNR already is a no-op.
 pub async fn create_insured(server: &Homeserver, localpart: &str, kvnr: &Kvnr, displayname: Option<&str>) -> ApiResult<OwnedUserId> {
     let user_id = new_user_id(server, localpart)?;
-    let mut tx = server.db.user_shard(&user_id).begin().await?;
+    let in_use = |message| ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, message);
+    let global = server.db.global();
+    if insured_kvnrs::claim(global, kvnr.as_str(), &user_id).await?.as_ref() != Some(&user_id) {
+        return Err(in_use("This KVNR has an account already"));
+    }
+    let shard = server.db.user_shard(&user_id);
+    let mut tx = shard.begin().await?;
     if !users::create(&mut *tx, &user_id, None, false, Some(kvnr.as_str())).await? {
-        return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken"));
+        drop(tx);
+        if users::kvnr(shard, &user_id).await?.as_deref() == Some(kvnr.as_str()) {
+            return Ok(user_id);
+        }
+        insured_kvnrs::release(global, kvnr.as_str(), &user_id).await?;
+        return Err(in_use("User ID already taken"));
     }
     if let Some(name) = displayname {
         users::set_displayname(&mut *tx, &user_id, Some(name)).await?;

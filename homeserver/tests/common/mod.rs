@@ -30,6 +30,7 @@ pub mod api;
 pub mod database;
 pub mod matrix;
 pub mod nginx;
+pub mod oidc_provider;
 pub mod redis;
 
 use std::{
@@ -198,6 +199,12 @@ impl TestServer {
     /// `http://127.0.0.1:<port>`, without a trailing slash.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL of every worker (one, or two with
+    /// `HOMESERVER_TEST_WORKERS=2`), for tests that choose who answers.
+    pub fn worker_urls(&self) -> Vec<String> {
+        self.workers().map(TestServer::base_url).collect()
     }
 
     /// The running server's handle (database, notifier, config).
