@@ -32,6 +32,9 @@ pub struct Config {
     pub registration: RegistrationConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Request rates per user and per client address (see `rate_limit/`).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     /// Contacts served at `/.well-known/matrix/support`.
     #[serde(default)]
     pub support: SupportConfig,
@@ -123,6 +126,60 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request_bytes(),
             max_sync_timeout_ms: default_max_sync_timeout_ms(),
+        }
+    }
+}
+
+/// Rate limits, shared by all workers through Redis (per worker while
+/// Redis is away). Each is a rate with a burst: `burst` requests may come
+/// at once, then one more every `1 / per_second` seconds.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Off: no request is ever refused for its rate.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Per user: writes into rooms (messages, state, redactions, room
+    /// creation, invites, joins, leaves).
+    #[serde(default = "default_room_writes_limit")]
+    pub room_writes: RateLimit,
+    /// Per user: the other endpoints the spec marks rate-limited (receipts,
+    /// typing, key backups, profile changes, media, …).
+    #[serde(default = "default_requests_limit")]
+    pub requests: RateLimit,
+    /// Per client address: rate-limited endpoints called without a token
+    /// (login, registration, username checks).
+    #[serde(default = "default_anonymous_limit")]
+    pub anonymous: RateLimit,
+    /// Per account: wrong passwords (at login and in user-interactive
+    /// auth). Beyond it the account's password logins are refused until the
+    /// limit recovers, whichever address they come from.
+    #[serde(default = "default_failed_logins_limit")]
+    pub failed_logins: RateLimit,
+    /// Reverse proxies (the TCP peer) whose `X-Forwarded-For` names the
+    /// client's address; from anyone else the header is ignored, since
+    /// anyone can set it.
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// A rate and a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            room_writes: default_room_writes_limit(),
+            requests: default_requests_limit(),
+            anonymous: default_anonymous_limit(),
+            failed_logins: default_failed_logins_limit(),
+            trusted_proxies: default_trusted_proxies(),
         }
     }
 }
@@ -298,7 +355,7 @@ fn default_display_name_claim() -> String {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve `/metrics` at all (404 `M_UNRECOGNIZED` when off).
-    #[serde(default = "default_metrics_enabled")]
+    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Peers (the TCP connection's address, never a forwarded header, which
     /// anyone can set) that may scrape. Metrics reveal traffic patterns, so
@@ -310,7 +367,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: default_metrics_enabled(), allowed_ips: default_metrics_allowed_ips() }
+        Self { enabled: true, allowed_ips: default_metrics_allowed_ips() }
     }
 }
 
@@ -408,6 +465,28 @@ fn default_max_request_bytes() -> usize {
 fn default_max_sync_timeout_ms() -> u64 {
     60_000
 }
+fn default_true() -> bool {
+    true
+}
+/// A person chatting: a burst of 20, then two a second.
+fn default_room_writes_limit() -> RateLimit {
+    RateLimit { per_second: 2.0, burst: 20 }
+}
+/// A client starting up (receipts, key backup uploads) stays well below.
+fn default_requests_limit() -> RateLimit {
+    RateLimit { per_second: 10.0, burst: 100 }
+}
+/// Room for a household behind one address, not for password guessing.
+fn default_anonymous_limit() -> RateLimit {
+    RateLimit { per_second: 0.5, burst: 20 }
+}
+/// Five wrong passwords, then one more try a minute.
+fn default_failed_logins_limit() -> RateLimit {
+    RateLimit { per_second: 1.0 / 60.0, burst: 5 }
+}
+fn default_trusted_proxies() -> Vec<IpRange> {
+    ["127.0.0.0/8", "::1/128"].iter().map(|range| range.parse().expect("valid ranges")).collect()
+}
 fn default_media_store_path() -> PathBuf {
     PathBuf::from("media_store")
 }
@@ -427,9 +506,6 @@ fn default_max_pending_uploads() -> u32 {
 }
 fn default_unused_upload_expiry_secs() -> u64 {
     24 * 60 * 60
-}
-fn default_metrics_enabled() -> bool {
-    true
 }
 /// Loopback: a Prometheus (or agent) on the worker's own host.
 fn default_metrics_allowed_ips() -> Vec<IpRange> {
@@ -485,6 +561,12 @@ impl Config {
         if let Some(size) = self.media.thumbnail_sizes.iter().find(|size| !edges.contains(&size.width) || !edges.contains(&size.height)) {
             anyhow::bail!("media.thumbnail_sizes: {}x{} is not within 1..={MAX_THUMBNAIL_EDGE} pixels", size.width, size.height);
         }
+        let limits = &self.rate_limits;
+        for (name, limit) in [("room_writes", limits.room_writes), ("requests", limits.requests), ("anonymous", limits.anonymous), ("failed_logins", limits.failed_logins)] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0 && limit.burst > 0) {
+                anyhow::bail!("rate_limits.{name}: per_second must be a positive number and burst at least 1");
+            }
+        }
         crate::tim::permissions::PermissionConfigType::Epa
             .validate(&self.tim.default_insured_permission_config)
             .map_err(|err| anyhow::anyhow!("tim.default_insured_permission_config: {err}"))?;
@@ -505,6 +587,7 @@ impl Config {
             signing_key_path,
             registration: RegistrationConfig::default(),
             limits: LimitsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
             support: SupportConfig {
                 admin_email: Some(format!("admin@{server_name}")),
                 ..SupportConfig::default()

@@ -9,6 +9,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod push;
+pub mod rate_limit;
 pub mod redis_link;
 pub mod rooms;
 pub mod server;

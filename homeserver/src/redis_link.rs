@@ -1,6 +1,6 @@
 //! This worker's link to Redis, which carries what the workers share but
-//! need not keep (see ARCHITECTURE.md, "Redis"): the notifier's wake-ups and
-//! typing.
+//! need not keep (see ARCHITECTURE.md, "Redis"): the notifier's wake-ups,
+//! typing and rate limits.
 //!
 //! A worker holds one RESP3 connection, so subscriptions, publishes and
 //! commands share it: on a single server one multiplexed connection, on a
@@ -11,7 +11,10 @@
 //! anything fails. Everyone else takes the offered connection or, while
 //! there is none, degrades at once rather than waiting for a timeout.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use redis::{
@@ -169,6 +172,42 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// Logs when a feature's Redis commands start and stop failing, rather than
+/// every failure: an outage would otherwise flood the log.
+pub struct FailureLog {
+    /// What fails, e.g. "typing through Redis".
+    what: &'static str,
+    /// What that means for users while it lasts.
+    consequence: &'static str,
+    failing: AtomicBool,
+}
+
+impl FailureLog {
+    pub const fn new(what: &'static str, consequence: &'static str) -> Self {
+        Self { what, consequence, failing: AtomicBool::new(false) }
+    }
+
+    /// The value of a command that worked; `None` for one that failed.
+    pub fn checked<T>(&self, result: RedisResult<T>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(what = self.what, "works again");
+                }
+                Some(value)
+            }
+            Err(err) => {
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(what = self.what, error = %err, "failed");
+                } else {
+                    tracing::warn!(what = self.what, error = %err, consequence = self.consequence, "failed");
+                }
+                None
+            }
         }
     }
 }

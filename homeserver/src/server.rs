@@ -11,6 +11,7 @@ use crate::{
     media::MediaRepo,
     metrics::Metrics,
     push::{PushWorker, Wakeup},
+    rate_limit::RateLimiter,
     redis_link::RedisLink,
     signing_key,
     storage::Db,
@@ -27,6 +28,7 @@ pub struct Inner {
     pub signing_key: Ed25519KeyPair,
     pub notifier: Notifier,
     pub typing: Typing,
+    pub rate_limiter: RateLimiter,
     /// The link to the Redis the workers share; `None` for a single process.
     pub redis: Option<Arc<RedisLink>>,
     pub media: MediaRepo,
@@ -65,12 +67,14 @@ impl Homeserver {
             Some(link) => (Notifier::shared(), Typing::in_redis(link.clone())),
             None => (Notifier::local(), Typing::in_memory()),
         };
+        let rate_limiter = RateLimiter::new(config.rate_limits.clone(), redis.clone(), metrics.rate_limits.clone());
         Ok(Self(Arc::new(Inner {
             config,
             db,
             signing_key,
             notifier,
             typing,
+            rate_limiter,
             redis,
             media,
             push_wakeup: Wakeup::default(),

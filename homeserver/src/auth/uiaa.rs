@@ -67,7 +67,7 @@ pub async fn require_password(server: &Homeserver, user_id: &UserId, auth: Optio
     };
     let stored = storage::users::password_hash(server.db.user_shard(user_id), user_id).await?;
     let valid = match stored {
-        Some(stored) if claims_self => password::verify(given.password.clone(), stored).await,
+        Some(stored) if claims_self => server.rate_limiter.verify_password(user_id, password::verify(given.password.clone(), stored)).await?,
         _ => false,
     };
     if !valid {

@@ -73,7 +73,7 @@ async fn login(server: Homeserver, args: Args<login::v3::Request>) -> ApiResult<
             #[allow(deprecated)]
             let user_id = local_user_from_identifier(&server, given.identifier.as_ref(), given.user.as_deref()).ok_or_else(forbidden)?;
             let stored = users::password_hash(server.db.user_shard(&user_id), &user_id).await?.ok_or_else(forbidden)?;
-            if !password::verify(given.password.clone(), stored).await {
+            if !server.rate_limiter.verify_password(&user_id, password::verify(given.password.clone(), stored)).await? {
                 return Err(forbidden());
             }
             user_id

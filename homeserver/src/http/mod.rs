@@ -1,6 +1,7 @@
 //! The HTTP layer: router, request extraction, authentication, errors.
 
 pub mod auth;
+pub mod client_address;
 pub mod error;
 pub mod router;
 pub mod ruma;

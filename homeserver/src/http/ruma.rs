@@ -21,9 +21,13 @@ use ruma::api::{
 
 use super::{
     auth::{Session, authenticate, bearer_token},
+    client_address::client_address,
     error::{ApiError, ApiResult},
 };
-use crate::server::Homeserver;
+use crate::{
+    rate_limit::{Class, address_key},
+    server::Homeserver,
+};
 
 /// A parsed request of endpoint `R` with the identity that sent it.
 pub struct Args<R> {
@@ -120,6 +124,7 @@ where
             (_, None) => None,
             (_, Some(token)) => Some(authenticate(server, &token).await?),
         };
+        rate_limit::<R>(server, &parts, session.as_ref()).await?;
 
         // An empty body on a JSON endpoint means `{}` (clients send that for
         // POSTs without parameters).
@@ -138,6 +143,20 @@ where
         let body = parsed.map_err(|_| ApiError::bad_json("Malformed request"))??;
         Ok(Args { body, session })
     }
+}
+
+/// Counts the request against its rate limit (see `rate_limit`): the
+/// caller's, or their address's when anonymous.
+async fn rate_limit<R: IncomingRequest + 'static>(server: &Homeserver, parts: &http::request::Parts, session: Option<&Session>) -> ApiResult<()> {
+    let Some(class) = Class::of_request::<R>(session.is_some()) else { return Ok(()) };
+    let key = match session {
+        Some(session) => session.user_id.to_string(),
+        None => match client_address(parts, &server.config.rate_limits.trusted_proxies) {
+            Some(addr) => address_key(addr),
+            None => return Ok(()),
+        },
+    };
+    server.rate_limiter.take(class, &key).await
 }
 
 /// A ruma response turned into an HTTP response.

@@ -13,7 +13,8 @@ pub mod http;
 use std::{fmt, time::Instant};
 
 use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
@@ -26,6 +27,7 @@ pub struct Metrics {
     pub http: RequestMetrics,
     pub sync: SyncMetrics,
     pub events: EventMetrics,
+    pub rate_limits: RateLimitMetrics,
     /// 1 while the notifier's relay has a working Redis connection (always
     /// 0 without Redis): alert on 0 where Redis is configured.
     pub redis_connected: Gauge,
@@ -38,6 +40,7 @@ impl Metrics {
         let http = RequestMetrics::register(&mut registry);
         let sync = SyncMetrics::register(&mut registry);
         let events = EventMetrics::register(&mut registry);
+        let rate_limits = RateLimitMetrics::register(&mut registry);
         let redis_connected = Gauge::default();
         registry.register(
             "redis_connected",
@@ -45,7 +48,7 @@ impl Metrics {
             redis_connected.clone(),
         );
         registry.register_collector(Box::new(DbPoolCollector::new(db.clone())));
-        Self { registry, http, sync, events, redis_connected }
+        Self { registry, http, sync, events, rate_limits, redis_connected }
     }
 
     /// Every metric in the OpenMetrics text format, `# EOF` included.
@@ -125,6 +128,29 @@ impl EventMetrics {
             self.persist_duration.observe(opened.elapsed().as_secs_f64());
             self.persisted.inc_by(events);
         }
+    }
+}
+
+/// Requests refused with 429, by limit (`rate_limit::Class` names).
+#[derive(Clone)]
+pub struct RateLimitMetrics {
+    rejected: Family<RateLimitLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    class: &'static str,
+}
+
+impl RateLimitMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let rejected = Family::default();
+        registry.register("rate_limited_requests", "Requests refused with 429 M_LIMIT_EXCEEDED, by limit", rejected.clone());
+        Self { rejected }
+    }
+
+    pub fn rejected(&self, class: &'static str) {
+        self.rejected.get_or_create(&RateLimitLabels { class }).inc();
     }
 }
 

@@ -41,7 +41,7 @@ use std::{
 };
 
 use hmac::{Hmac, Mac as _};
-use homeserver::{Config, Homeserver};
+use homeserver::{Config, Homeserver, config::RateLimit};
 use serde_json::{Value, json};
 use sha1::Sha1;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -143,6 +143,10 @@ impl TestServer {
         config.registration.enabled = true;
         config.registration.shared_secret = Some(SHARED_SECRET.to_owned());
         config.media.store_path = key_dir.0.join("media");
+        // Tests register and send fast from one address; limits that never
+        // bite, but are still checked on every request.
+        let generous = RateLimit { per_second: 10_000.0, burst: 100_000 };
+        (config.rate_limits.room_writes, config.rate_limits.requests, config.rate_limits.anonymous, config.rate_limits.failed_logins) = (generous, generous, generous, generous);
         configure(&mut config);
         let second_worker = workers > 1 && config.redis.url.is_none();
         if second_worker {

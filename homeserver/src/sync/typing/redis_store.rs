@@ -22,19 +22,12 @@
 //! counter that restarted below the rooms' versions would make every sync
 //! find "news" at once, over and over.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use redis::{RedisResult, Script};
+use redis::Script;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{FailureLog, RedisLink};
 
 /// How long a room's key (and the version counter) outlive the last change,
 /// in milliseconds.
@@ -126,9 +119,7 @@ pub struct RedisTyping {
     room_key_prefix: String,
     set: Script,
     changed: Script,
-    /// Whether the last command failed, to log when typing starts and stops
-    /// failing rather than every failure.
-    failing: AtomicBool,
+    failures: FailureLog,
 }
 
 impl RedisTyping {
@@ -140,7 +131,7 @@ impl RedisTyping {
             link,
             set: Script::new(SET),
             changed: Script::new(CHANGED),
-            failing: AtomicBool::new(false),
+            failures: FailureLog::new("typing through Redis", "typing notifications are off until it works again"),
         }
     }
 
@@ -156,13 +147,13 @@ impl RedisTyping {
             .arg(RETENTION_MS)
             .invoke_async::<i64>(&mut connection)
             .await;
-        self.checked(result).is_some_and(|changed| changed == 1)
+        self.failures.checked(result).is_some_and(|changed| changed == 1)
     }
 
     pub async fn version(&self) -> u64 {
         let Some(mut connection) = self.link.connection() else { return 0 };
         let result = redis::cmd("GET").arg(&self.version_key).query_async::<Option<u64>>(&mut connection).await;
-        self.checked(result).flatten().unwrap_or(0)
+        self.failures.checked(result).flatten().unwrap_or(0)
     }
 
     pub async fn changed_in(&self, room_ids: &[OwnedRoomId], since: Option<u64>) -> BTreeMap<OwnedRoomId, Vec<OwnedUserId>> {
@@ -174,7 +165,7 @@ impl RedisTyping {
                 invocation.key(self.room_key(room_id));
             }
             invocation.arg(since.map(|since| since.to_string()).unwrap_or_default()).arg(RETENTION_MS);
-            let Some(changed) = self.checked(invocation.invoke_async::<Vec<(usize, Vec<String>)>>(&mut connection).await) else {
+            let Some(changed) = self.failures.checked(invocation.invoke_async::<Vec<(usize, Vec<String>)>>(&mut connection).await) else {
                 break;
             };
             for (index, users) in changed {
@@ -188,26 +179,5 @@ impl RedisTyping {
 
     fn room_key(&self, room_id: &RoomId) -> String {
         format!("{}{room_id}", self.room_key_prefix)
-    }
-
-    /// The value of a command that worked; `None` (typing degrades to
-    /// "nobody is typing") for one that failed.
-    fn checked<T>(&self, result: RedisResult<T>) -> Option<T> {
-        match result {
-            Ok(value) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("typing through Redis works again");
-                }
-                Some(value)
-            }
-            Err(err) => {
-                if self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::debug!(error = %err, "typing through Redis failed");
-                } else {
-                    tracing::warn!(error = %err, "typing through Redis failed; typing notifications are off until it works again");
-                }
-                None
-            }
-        }
     }
 }
