@@ -33,7 +33,7 @@ pub async fn prepare(binary: &Path, dir: &Path, layout: &Layout<'_>, admin_url: 
     let shards: Vec<String> = urls[1..].iter().map(|u| format!("{u:?}")).collect();
     let redis = if layout.workers > 1 { format!("[redis]\nurl = {redis_url:?}\nprefix = \"loadtest-{}\"\n", layout.name) } else { String::new() };
     let config = format!(
-        "server_name = {SERVER_NAME:?}\nlisten = \"127.0.0.1:{}\"\nsigning_key_path = \"signing.key\"\n\n[database]\nurl = {:?}\nshards = [{}]\n\n{redis}\n[registration]\nshared_secret = {SHARED_SECRET:?}\n\n[media]\nstore_path = \"media\"\n",
+        "server_name = {SERVER_NAME:?}\nlisten = \"127.0.0.1:{}\"\nsigning_key_path = \"signing.key\"\n\n[database]\nurl = {:?}\nshards = [{}]\n\n{redis}\n[registration]\nshared_secret = {SHARED_SECRET:?}\n\n[media]\nstore_path = \"media\"\n\n# Lifted, as Synapse's are: a run measures capacity, not the limits.\n[rate_limits]\nenabled = false\n",
         layout.first_port,
         urls[0],
         shards.join(", ")
