@@ -38,10 +38,11 @@ impl MemoryLimits {
     pub fn decide(&self, class: Class, key: &str, cells: Cells, take: bool) -> Option<Duration> {
         let now = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stored = state.arrivals.get(&(class, key.to_owned())).copied();
+        let entry = (class, key.to_owned());
+        let stored = state.arrivals.get(&entry).copied();
         let (wait, next) = gcra(stored, now, cells);
         if let (None, true) = (wait, take) {
-            state.arrivals.insert((class, key.to_owned()), next);
+            state.arrivals.insert(entry, next);
             if state.arrivals.len() >= state.sweep_at {
                 // An arrival time in the past is the same as no entry.
                 state.arrivals.retain(|_, arrival| *arrival > now);
