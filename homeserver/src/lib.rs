@@ -10,6 +10,7 @@ pub mod media;
 pub mod metrics;
 pub mod push;
 pub mod rate_limit;
+pub mod rebalance;
 pub mod redis_link;
 pub mod rooms;
 pub mod server;

@@ -4,7 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use homeserver::{Config, Homeserver, client_api::admin, signing_key, storage::Db};
+use homeserver::{
+    Config, Homeserver,
+    client_api::admin,
+    signing_key,
+    storage::{Db, shard_map::LOGICAL_SHARDS},
+};
 
 #[derive(Parser)]
 #[command(version, about = "TI-Messenger homeserver (Matrix Client-Server API on PostgreSQL)")]
@@ -57,6 +62,20 @@ enum Command {
         /// How many registrations it allows (unlimited when absent).
         #[arg(long)]
         uses: Option<i32>,
+    },
+    /// Show which database holds each logical shard.
+    ShardMap,
+    /// Move logical shards to another database while the server runs (for
+    /// a database just added to `[database] shards`): copy, fence, catch
+    /// up, verify, switch the map, delete the old copy. One at a time.
+    MoveShard {
+        /// Logical shards (0 to 255), as `shard-map` lists them.
+        #[arg(required = true)]
+        logical: Vec<usize>,
+        /// The database's index: 0 for `[database] url`, 1 for the first
+        /// of `shards`, …
+        #[arg(long)]
+        to: usize,
     },
 }
 
@@ -113,6 +132,31 @@ async fn main() -> anyhow::Result<()> {
         Command::AddRegistrationToken { token, uses } => {
             let server = Homeserver::start(Config::load(&cli.config)?).await?;
             homeserver::storage::uiaa::add_registration_token(server.db.global(), &token, uses).await?;
+            Ok(())
+        }
+        Command::ShardMap => {
+            let db = Db::open(&Config::load(&cli.config)?.database).await?;
+            println!("map epoch {}", db.map_epoch());
+            for database in 0..db.shard_count() {
+                let logical: Vec<String> = (0..LOGICAL_SHARDS).filter(|l| db.database_of_logical(*l) == database).map(|l| l.to_string()).collect();
+                println!("database {database}: {} logical shards: {}", logical.len(), logical.join(" "));
+            }
+            Ok(())
+        }
+        Command::MoveShard { logical, to } => {
+            let db = Db::open(&Config::load(&cli.config)?.database).await?;
+            for logical in logical {
+                let moved = homeserver::rebalance::move_shard(&db, logical, to).await?;
+                println!(
+                    "logical shard {} moved from database {} to {}: {} rows, writes paused {} ms, map epoch {}",
+                    moved.logical,
+                    moved.from,
+                    moved.to,
+                    moved.rows,
+                    moved.frozen.as_millis(),
+                    moved.epoch
+                );
+            }
             Ok(())
         }
     }

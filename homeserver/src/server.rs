@@ -92,6 +92,7 @@ impl Homeserver {
         let push = PushWorker::start(&self);
         let relay = Relay::start(&self);
         let repair = crate::rooms::user_index::RepairTask::start(&self);
+        let map_follower = crate::rebalance::follower::MapFollower::start(&self);
         let app = crate::http::router::build(self);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -101,6 +102,7 @@ impl Homeserver {
         }
         push.stop().await;
         repair.stop().await;
+        map_follower.stop().await;
         served?;
         Ok(())
     }

@@ -109,6 +109,8 @@ async fn changes(server: Homeserver, args: Args<get_key_changes::v3::Request>) -
     let session = args.session()?;
     let from = args.body.from.parse::<SyncToken>()?;
     let to = args.body.to.parse::<SyncToken>()?;
+    from.follow_map(&server.db).await?;
+    to.follow_map(&server.db).await?;
     let (changed, left) = e2ee::device_lists::changes(&server, &session.user_id, StreamRange { since: Some(&from), upto: &to }).await?;
     Ok(get_key_changes::v3::Response::new(changed, left))
 }

@@ -135,11 +135,15 @@ async fn list_joined_rooms(server: Homeserver, args: Args<joined_rooms::v3::Requ
 async fn members(server: Homeserver, args: Args<get_member_events::v3::Request>) -> ApiResult<get_member_events::v3::Response> {
     let session = args.session()?;
     let room_id = &args.body.room_id;
+    let at = args.body.at.as_deref().map(str::parse::<crate::sync::token::SyncToken>).transpose()?;
+    if let Some(at) = &at {
+        at.follow_map(&server.db).await?;
+    }
     let db = server.db.room_shard(room_id);
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
     let upto = access.readable_upto(storage::stream::current(db).await?)?;
-    let upto = match args.body.at.as_deref() {
-        Some(at) => at.parse::<crate::sync::token::SyncToken>()?.position(server.db.room_shard_index(room_id)).min(upto),
+    let upto = match at {
+        Some(at) => at.position_of(&server.db, room_id.as_str()).min(upto),
         None => upto,
     };
     let wanted = |membership: &str| {

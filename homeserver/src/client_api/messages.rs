@@ -152,10 +152,9 @@ async fn paginate(server: &Homeserver, room_id: &RoomId, viewer: &UserId, access
     }
 }
 
-/// A `/messages`-style token for a room position.
-/// A pagination token for a position in the room's database.
+/// A pagination token for a position in the room's history.
 fn position_token(server: &Homeserver, room_id: &RoomId, pos: i64) -> String {
-    SyncToken::for_room_at(server.db.room_shard_index(room_id), pos).to_string()
+    SyncToken::for_room(&server.db, room_id, pos).to_string()
 }
 
 fn page_limit(limit: UInt) -> usize {
@@ -166,14 +165,16 @@ async fn messages(server: Homeserver, args: Args<get_message_events::v3::Request
     let session = args.session()?;
     let request = &args.body;
     let room_id = &request.room_id;
+    let parse = |token: &Option<String>| token.as_deref().map(str::parse::<SyncToken>).transpose();
+    let (from, to) = (parse(&request.from)?, parse(&request.to)?);
+    for token in from.iter().chain(&to) {
+        token.follow_map(&server.db).await?;
+    }
+    let from = from.map(|token| token.position_of(&server.db, room_id.as_str()));
+    let to = to.map(|token| token.position_of(&server.db, room_id.as_str()));
     let db = server.db.room_shard(room_id);
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
     let upto = access.readable_upto(storage::stream::current(db).await?)?;
-
-    let shard = server.db.room_shard_index(room_id);
-    let parse = |token: &Option<String>| token.as_deref().map(|t| t.parse::<SyncToken>().map(|t| t.position(shard))).transpose();
-    let from = parse(&request.from)?;
-    let to = parse(&request.to)?;
     let (from, bound) = match request.dir {
         Direction::Backward => (from.unwrap_or(upto).min(upto), to.unwrap_or(-1)),
         Direction::Forward => (from.unwrap_or(0), to.unwrap_or(upto).min(upto)),

@@ -12,7 +12,7 @@ use crate::{
     http::{ApiResult, Args, RouterExt},
     server::Homeserver,
     sync::{
-        sliding::{self, Connection},
+        sliding::{self, Connection, Pos},
         token::SyncToken,
     },
 };
@@ -34,9 +34,13 @@ async fn sync(server: Homeserver, args: Args<v5::Request>) -> ApiResult<v5::Resp
     // between still wakes the long-poll.
     let subscription = server.notifier.subscribe(&session.user_id);
     let mut notified = subscription.notified();
+    let pos = request.pos.as_deref().map(Pos::parse).transpose()?;
+    if let Some(pos) = &pos {
+        pos.token.follow_map(&server.db).await?;
+    }
     let mut upto = SyncToken::current(&server).await?;
     let conn_id = request.conn_id.as_deref().unwrap_or_default();
-    let connection = Connection::open(&server, session, conn_id, request.pos.as_deref(), &upto).await?;
+    let connection = Connection::open(&server, session, conn_id, pos, &upto).await?;
 
     let max_wait = Duration::from_millis(server.config.limits.max_sync_timeout_ms);
     let deadline = tokio::time::Instant::now() + request.timeout.unwrap_or_default().min(max_wait);

@@ -28,6 +28,9 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
     let session = args.session()?;
     let request = &args.body;
     let mut since = request.since.as_deref().map(str::parse::<SyncToken>).transpose()?;
+    if let Some(since) = &since {
+        since.follow_map(&server.db).await?;
+    }
     let definition = match &request.filter {
         None => FilterDefinition::default(),
         Some(Filter::FilterDefinition(definition)) => definition.clone(),
@@ -73,7 +76,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
 /// The room and account part from the sync engine plus the device's
 /// encryption updates; the token records how far to-device delivery got.
 async fn respond(server: &Homeserver, request: &engine::SyncRequest<'_>, mut upto: SyncToken) -> ApiResult<sync_events::v3::Response> {
-    let to_device_since = request.since.map(|since| since.to_device_pos(server.db.user_shard_index(&request.session.user_id)));
+    let to_device_since = request.since.map(|since| since.to_device_pos(&server.db, &request.session.user_id));
     let e2ee = e2ee::sync_updates(server, request.session, StreamRange { since: request.since, upto: &upto }, to_device_since).await?;
     upto.to_device = Some(e2ee.to_device_upto);
     let mut response = engine::build(server, request, &upto).await?;

@@ -29,7 +29,7 @@ pub async fn notify_observers(server: &Homeserver, user_id: &UserId) -> ApiResul
 pub async fn changes(server: &Homeserver, observer: &UserId, range: StreamRange<'_>) -> ApiResult<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
     let mut changed = BTreeSet::new();
     let mut maybe_left = BTreeSet::new();
-    let (own_since, own_upto) = range.of(server.db.user_shard_index(observer));
+    let (own_since, own_upto) = range.of(&server.db, observer.as_str());
     let rooms = memberships::rooms_of_user(server.db.user_shard(observer), observer).await?;
     for room in &rooms {
         let Some(room_id) = room.room_id() else { continue };
@@ -40,7 +40,7 @@ pub async fn changes(server: &Homeserver, observer: &UserId, range: StreamRange<
                 changed.extend(memberships::members_with(db, &room_id, &["join"]).await?);
             }
             "join" => {
-                let (since, upto) = range.of(server.db.room_shard_index(&room_id));
+                let (since, upto) = range.of(&server.db, room_id.as_str());
                 for (target, membership) in events::member_changes(db, &room_id, since.unwrap_or(-1), upto).await? {
                     let Ok(target) = OwnedUserId::try_from(target) else { continue };
                     if membership == "join" {
@@ -59,8 +59,7 @@ pub async fn changes(server: &Homeserver, observer: &UserId, range: StreamRange<
 
     let sharing: Vec<OwnedUserId> = membership::users_sharing_rooms(server, observer).await?.into_iter().collect();
     // Each user's device list position is on that user's own database.
-    for (shard, users) in server.db.users_by_shard(&sharing) {
-        let (since, upto) = range.of(shard.index);
+    for (shard, (since, upto), users) in range.group_by_shard(&server.db, &sharing, |user| user.as_str()) {
         let candidates: Vec<String> = users.iter().map(ToString::to_string).collect();
         for user in device_keys::device_lists_changed(&shard.pool, &candidates, since.unwrap_or(-1), upto).await? {
             changed.extend(OwnedUserId::try_from(user).ok());

@@ -33,7 +33,7 @@ pub struct SyncUpdates {
 /// The E2EE part of a sync response for the positions of `range`;
 /// `to_device_since` is the to-device position of the client's token.
 pub async fn sync_updates(server: &Homeserver, session: &Session, range: StreamRange<'_>, to_device_since: Option<i64>) -> ApiResult<SyncUpdates> {
-    let (_, own_upto) = range.of(server.db.user_shard_index(&session.user_id));
+    let (_, own_upto) = range.of(&server.db, session.user_id.as_str());
     let (to_device, to_device_upto) = to_device::deliver(server, session, to_device_since, own_upto).await?;
     let (changed, left) = match range.since {
         Some(_) => device_lists::changes(server, &session.user_id, range).await?,

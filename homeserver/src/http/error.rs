@@ -61,6 +61,13 @@ impl ApiError {
     }
 
     /// The errcode, for logs and metrics.
+    /// A write refused by a shard move's fence: the row's shard has just
+    /// moved and this worker has not followed yet. Nothing was written; the
+    /// client retries, by then on the new map.
+    pub fn shard_moving() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown, "This data is moving to another database; try again in a moment")
+    }
+
     pub fn errcode(&self) -> String {
         match self {
             Self::Matrix { kind, .. } => kind.errcode().to_string(),
@@ -97,12 +104,18 @@ impl From<FromHttpRequestError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        if crate::rebalance::fence::is_fenced(&err) {
+            return Self::shard_moving();
+        }
         Self::Internal(err.into())
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(err: anyhow::Error) -> Self {
+        if err.downcast_ref::<sqlx::Error>().is_some_and(crate::rebalance::fence::is_fenced) {
+            return Self::shard_moving();
+        }
         Self::Internal(err)
     }
 }

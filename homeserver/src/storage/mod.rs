@@ -28,12 +28,16 @@ pub mod to_device;
 pub mod uiaa;
 pub mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+use self::shard_map::ShardMap;
 use crate::config::DatabaseConfig;
 
 /// The migrations compiled into the binary, applied to every database by
@@ -56,8 +60,9 @@ pub struct Db(Arc<DbInner>);
 #[derive(Debug)]
 struct DbInner {
     shards: Vec<Shard>,
-    /// Logical shard -> index into `shards`.
-    map: Vec<usize>,
+    /// Where each logical shard is; replaced whole when a move switches it
+    /// (`follow_map`).
+    map: RwLock<Arc<ShardMap>>,
 }
 
 impl Db {
@@ -78,11 +83,54 @@ impl Db {
             shards.push(Shard { index, pool });
         }
         let map = shard_map::load_or_init(&shards[0].pool, shards.len()).await?;
-        Ok(Self(Arc::new(DbInner { shards, map })))
+        Ok(Self(Arc::new(DbInner { shards, map: RwLock::new(Arc::new(map)) })))
+    }
+
+    fn map(&self) -> Arc<ShardMap> {
+        Arc::clone(&self.0.map.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     fn shard_of(&self, id: &str) -> &Shard {
-        &self.0.shards[self.0.map[shard_map::logical_shard(id)]]
+        &self.0.shards[self.map().database(shard_map::logical_shard(id))]
+    }
+
+    /// The database holding logical shard `logical` now.
+    pub fn database_of_logical(&self, logical: usize) -> usize {
+        self.map().database(logical)
+    }
+
+    /// Database `index` of the configured list.
+    pub fn shard(&self, index: usize) -> &Shard {
+        &self.0.shards[index]
+    }
+
+    /// The epoch of the map this worker uses; sync tokens carry it.
+    pub fn map_epoch(&self) -> u64 {
+        self.map().epoch
+    }
+
+    /// The database that held `id`'s rows under map `epoch`: the one whose
+    /// position in a token of that epoch counts them. Rows keep their
+    /// positions when a shard moves, so that position stays valid.
+    pub fn database_at(&self, epoch: u64, id: &str) -> usize {
+        self.map().database_at(epoch, shard_map::logical_shard(id))
+    }
+
+    /// Loads the map again when database 0 has a newer epoch than `seen`
+    /// (a token from a worker that switched first, or the follower's poll).
+    /// Returns whether the map changed.
+    pub async fn follow_map(&self, seen: u64) -> anyhow::Result<bool> {
+        if seen <= self.map_epoch() {
+            return Ok(false);
+        }
+        let map = shard_map::load_or_init(self.global(), self.0.shards.len()).await?;
+        let mut current = self.0.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.epoch <= current.epoch {
+            return Ok(false);
+        }
+        tracing::info!(epoch = map.epoch, "switched to a new shard map");
+        *current = Arc::new(map);
+        Ok(true)
     }
 
     /// The database holding rows of `user_id`.
@@ -112,12 +160,8 @@ impl Db {
         self.group_by_shard(rooms, |room| room.as_str())
     }
 
-    /// `users` grouped by the database that holds them.
-    pub fn users_by_shard<U: AsRef<UserId> + Clone>(&self, users: &[U]) -> Vec<(&Shard, Vec<U>)> {
-        self.group_by_shard(users, |user| user.as_ref().as_str())
-    }
-
-    fn group_by_shard<T: Clone>(&self, items: &[T], id: impl Fn(&T) -> &str) -> Vec<(&Shard, Vec<T>)> {
+    /// `items` grouped by the database that holds them now.
+    pub fn group_by_shard<T: Clone>(&self, items: &[T], id: impl Fn(&T) -> &str) -> Vec<(&Shard, Vec<T>)> {
         let mut groups: Vec<Vec<T>> = vec![Vec::new(); self.0.shards.len()];
         for item in items {
             groups[self.shard_of(id(item)).index].push(item.clone());

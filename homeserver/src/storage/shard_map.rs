@@ -38,11 +38,40 @@ pub async fn claim_identity(pool: &PgPool, index: usize, url_for_errors: &str) -
     Ok(())
 }
 
+/// The map of one moment: where every logical shard is, and where each
+/// was before the moves that made it so. A sync token names the map epoch
+/// it was issued under, so a worker can tell in which database's position
+/// space the token counts a moved room's or user's rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardMap {
+    /// Incremented by every completed move; 0 for a map never changed.
+    pub epoch: u64,
+    /// Logical shard -> physical database.
+    current: Vec<usize>,
+    /// The completed moves, oldest first: (epoch it made, logical shard,
+    /// database it left).
+    moves: Vec<(u64, usize, usize)>,
+}
+
+impl ShardMap {
+    /// The database holding logical shard `logical` now.
+    pub fn database(&self, logical: usize) -> usize {
+        self.current[logical]
+    }
+
+    /// The database that held logical shard `logical` under map `epoch`:
+    /// the source of the first move after `epoch`, else where it is now.
+    pub fn database_at(&self, epoch: u64, logical: usize) -> usize {
+        self.moves.iter().find(|(made, shard, _)| *made > epoch && *shard == logical).map_or(self.current[logical], |(_, _, from)| *from)
+    }
+}
+
 /// The map from database 0, created as an even split over `databases` on
 /// the first start. Every entry must name a configured database.
-pub async fn load_or_init(directory: &PgPool, databases: usize) -> anyhow::Result<Vec<usize>> {
+pub async fn load_or_init(directory: &PgPool, databases: usize) -> anyhow::Result<ShardMap> {
     let mut tx = directory.begin().await?;
-    // One initializer at a time when several workers start together.
+    // One initializer at a time when several workers start together, and a
+    // map and epoch read together while a move switches them.
     sqlx::query("LOCK TABLE shard_map IN EXCLUSIVE MODE").execute(&mut *tx).await?;
     let mut rows: Vec<(i32, i32)> = sqlx::query_as("SELECT logical_shard, database_index FROM shard_map ORDER BY logical_shard").fetch_all(&mut *tx).await?;
     if rows.is_empty() {
@@ -54,18 +83,55 @@ pub async fn load_or_init(directory: &PgPool, databases: usize) -> anyhow::Resul
             .execute(&mut *tx)
             .await?;
     }
+    let epoch: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) FROM shard_moves").fetch_one(&mut *tx).await?;
+    let moves: Vec<(i64, i32, i32)> = sqlx::query_as("SELECT epoch, logical_shard, from_database FROM shard_moves ORDER BY epoch").fetch_all(&mut *tx).await?;
     tx.commit().await?;
 
     if rows.len() != LOGICAL_SHARDS {
         bail!("the shard map in database 0 has {} entries, not {LOGICAL_SHARDS}", rows.len());
     }
-    rows.into_iter()
-        .map(|(_, physical)| {
-            usize::try_from(physical).ok().filter(|p| *p < databases).with_context(|| {
-                format!("the shard map places shards on database {physical}, but only {databases} database(s) are configured")
-            })
+    let configured = |physical: i32| {
+        usize::try_from(physical).ok().filter(|p| *p < databases).with_context(|| {
+            format!("the shard map places shards on database {physical}, but only {databases} database(s) are configured")
         })
-        .collect()
+    };
+    let current = rows.into_iter().map(|(_, physical)| configured(physical)).collect::<anyhow::Result<_>>()?;
+    let moves = moves
+        .into_iter()
+        .map(|(epoch, logical, from)| Ok((epoch as u64, logical as usize, configured(from)?)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ShardMap { epoch: epoch as u64, current, moves })
+}
+
+/// Points logical shard `logical` at database `to` under a new epoch;
+/// returns the epoch. Refuses when the shard is no longer on `from`
+/// (another move got there first).
+pub async fn switch(directory: &PgPool, logical: usize, from: usize, to: usize) -> anyhow::Result<u64> {
+    let mut tx = directory.begin().await?;
+    sqlx::query("LOCK TABLE shard_map IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    let (logical, from, to) = (logical as i32, from as i32, to as i32);
+    let now: i32 = sqlx::query_scalar("SELECT database_index FROM shard_map WHERE logical_shard = $1").bind(logical).fetch_one(&mut *tx).await?;
+    if now != from {
+        bail!("logical shard {logical} moved to database {now} meanwhile");
+    }
+    let epoch: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) + 1 FROM shard_moves").fetch_one(&mut *tx).await?;
+    sqlx::query("UPDATE shard_map SET database_index = $2 WHERE logical_shard = $1").bind(logical).bind(to).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO shard_moves (epoch, logical_shard, from_database, to_database, switched_ts) VALUES ($1, $2, $3, $4, $5)")
+        .bind(epoch)
+        .bind(logical)
+        .bind(from)
+        .bind(to)
+        .bind(super::now_ms())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(epoch as u64)
+}
+
+/// The newest map epoch in database 0: cheap enough to poll every second.
+pub async fn current_epoch(directory: &PgPool) -> sqlx::Result<u64> {
+    let epoch: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(epoch), 0) FROM shard_moves").fetch_one(directory).await?;
+    Ok(epoch as u64)
 }
 
 #[cfg(test)]
@@ -81,6 +147,15 @@ mod tests {
         let (min, max) = (seen.iter().min().unwrap(), seen.iter().max().unwrap());
         // 390 expected per shard; a fair hash stays well within ±25 %.
         assert!(*min > 290 && *max < 490, "min {min}, max {max}");
+    }
+
+    #[test]
+    fn a_token_epoch_finds_where_a_shard_was() {
+        let map = ShardMap { epoch: 2, current: vec![1, 0, 1], moves: vec![(1, 0, 0), (2, 0, 2)] };
+        assert_eq!(map.database_at(0, 0), 0);
+        assert_eq!(map.database_at(1, 0), 2);
+        assert_eq!(map.database_at(2, 0), 1);
+        assert_eq!(map.database_at(0, 2), 1, "never moved");
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Window<'_> {
     }
     /// `(since, upto]` of the room's database.
     fn room(&self, room_id: &RoomId) -> (Option<i64>, i64) {
-        self.range.of(self.server.db.room_shard_index(room_id))
+        self.range.of(&self.server.db, room_id.as_str())
     }
     fn room_filter(&self) -> &ruma::api::client::filter::RoomFilter {
         &self.request.filter.room
@@ -84,7 +84,7 @@ impl Window<'_> {
 /// Builds the response for the positions `(since, upto]`.
 pub async fn build(server: &Homeserver, request: &SyncRequest<'_>, upto: &SyncToken) -> ApiResult<Response> {
     let range = StreamRange { since: request.since, upto };
-    let (since, own_upto) = range.of(server.db.user_shard_index(&request.session.user_id));
+    let (since, own_upto) = range.of(&server.db, request.session.user_id.as_str());
     let window = Window { request, server, range, since, upto: own_upto };
     let user_id = window.user();
     let mut response = Response::new(upto.to_string());
@@ -160,8 +160,8 @@ async fn rooms_with_news(server: &Homeserver, window: &Window<'_>, joined: &[&Us
     if room_ids.is_empty() {
         return Ok(changed);
     }
-    for (shard, rooms) in server.db.rooms_by_shard(&room_ids) {
-        let (db, (since, upto)) = (&shard.pool, window.range.of(shard.index));
+    for (shard, (since, upto), rooms) in window.range.group_by_shard(&server.db, &room_ids, |room| room.as_str()) {
+        let db = &shard.pool;
         let since = since.unwrap_or(-1);
         for room in events::rooms_changed_since(db, &rooms, since, upto).await? {
             changed.extend(OwnedRoomId::try_from(room).ok());
@@ -254,7 +254,7 @@ pub(crate) async fn visible_timeline(server: &Homeserver, room_id: &RoomId, user
 /// The `prev_batch` of a timeline: `/messages` continues backwards from
 /// just before its first event (from `upto` when it is empty).
 pub(crate) fn prev_batch(server: &Homeserver, room_id: &RoomId, timeline: &[StoredEvent], upto: i64) -> String {
-    SyncToken::for_room_at(server.db.room_shard_index(room_id), timeline.first().map_or(upto, |e| e.stream_pos - 1)).to_string()
+    SyncToken::for_room(&server.db, room_id, timeline.first().map_or(upto, |e| e.stream_pos - 1)).to_string()
 }
 
 /// The users whose member events a client needs to render `timeline`: the
@@ -415,8 +415,7 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
     let now = storage::now_ms();
     let mut rows = Vec::new();
     // Presence rows live on each user's own database.
-    for (shard, users) in server.db.users_by_shard(&users) {
-        let (since, upto) = window.range.of(shard.index);
+    for (shard, (since, upto), users) in window.range.group_by_shard(&server.db, &users, |user| user.as_str()) {
         let users: Vec<String> = users.iter().map(ToString::to_string).collect();
         rows.extend(presence::changed_since(&shard.pool, &users, since).await?.into_iter().filter(|row| row.stream_pos <= upto));
     }

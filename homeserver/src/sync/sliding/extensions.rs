@@ -145,7 +145,7 @@ async fn encryption(cx: &Context<'_>, request: &v5::request::Extensions, respons
 async fn account_data(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiResult<v5::response::AccountData> {
     let user_id = &cx.session.user_id;
     let db = cx.server.db.user_shard(user_id);
-    let (since, upto) = cx.range().of(cx.server.db.user_shard_index(user_id));
+    let (since, upto) = cx.range().of(&cx.server.db, user_id.as_str());
     let changed: Vec<_> = account_data::changed_since(db, user_id, since).await?.into_iter().filter(|e| e.stream_pos <= upto).collect();
     let mut extension = v5::response::AccountData::default();
     extension.global = engine::global_account_data(cx.server, user_id, &changed, since.is_none(), |_| true).await?.iter().map(raw_json).collect();
@@ -175,8 +175,8 @@ async fn receipts(cx: &Context<'_>, rooms: &BTreeSet<OwnedRoomId>) -> ApiResult<
     let user_id = &cx.session.user_id;
     let rooms: Vec<OwnedRoomId> = rooms.iter().cloned().collect();
     let mut by_room: BTreeMap<String, Vec<receipts::Receipt>> = BTreeMap::new();
-    for (shard, group) in cx.server.db.rooms_by_shard(&rooms) {
-        let (db, (since, upto)) = (&shard.pool, cx.range().of(shard.index));
+    for (shard, (since, upto), group) in cx.range().group_by_shard(&cx.server.db, &rooms, |room| room.as_str()) {
+        let db = &shard.pool;
         let (whole, changed): (Vec<OwnedRoomId>, Vec<OwnedRoomId>) = group.iter().cloned().partition(|room_id| cx.since.is_none() || cx.initial.contains_key(room_id));
         if !changed.is_empty() {
             for receipt in receipts::changed_since(db, &changed, since).await?.into_iter().filter(|r| r.stream_pos <= upto) {

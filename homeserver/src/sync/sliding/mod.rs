@@ -22,13 +22,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ruma::{OwnedRoomId, UInt, UserId, api::client::sync::sync_events::v5};
 use serde_json::Value as JsonValue;
 
-pub use self::connection::Connection;
+pub use self::connection::{Connection, Pos};
 use self::{
     lists::Candidate,
     required_state::RequiredState,
     room::{RoomConfig, RoomPlan},
 };
-use super::token::SyncToken;
+use super::token::{StreamRange, SyncToken};
 use crate::{
     http::{ApiResult, Session},
     server::Homeserver,
@@ -66,7 +66,7 @@ pub async fn update(server: &Homeserver, session: &Session, connection: &Connect
     let memberships: BTreeMap<OwnedRoomId, UserRoom> = memberships::rooms_of_user(server.db.user_shard(user_id), user_id)
         .await?
         .into_iter()
-        .filter(|room| room.stream_pos <= upto.position(server.db.user_shard_index(user_id)))
+        .filter(|room| room.stream_pos <= upto.position_of(&server.db, user_id.as_str()))
         .filter_map(|room| Some((room.room_id()?, room)))
         .collect();
     let direct = direct_rooms(server, user_id).await?;
@@ -106,7 +106,7 @@ pub async fn update(server: &Homeserver, session: &Session, connection: &Connect
     let mut initial = BTreeMap::new();
     let mut sent = Vec::with_capacity(plans.len());
     for plan in &plans {
-        let room_since = since.map(|since| since.position(server.db.room_shard_index(plan.room_id)));
+        let room_since = since.map(|since| since.position_of(&server.db, plan.room_id.as_str()));
         let (room, timeline) = room::build(server, session, plan, room_since).await?;
         if plan.previous.is_none() {
             initial.insert(plan.room_id.to_owned(), timeline);
@@ -171,8 +171,9 @@ async fn direct_rooms(server: &Homeserver, user_id: &UserId) -> ApiResult<BTreeS
 async fn bump_stamps(server: &Homeserver, memberships: &BTreeMap<OwnedRoomId, UserRoom>, upto: &SyncToken) -> ApiResult<HashMap<OwnedRoomId, i64>> {
     let joined: Vec<OwnedRoomId> = memberships.iter().filter(|(_, m)| m.membership == "join").map(|(room_id, _)| room_id.clone()).collect();
     let mut stamps = HashMap::new();
-    for (shard, rooms) in server.db.rooms_by_shard(&joined) {
-        for (room_id, stamp) in events::newest_of_types(&shard.pool, &rooms, upto.position(shard.index), BUMP_EVENT_TYPES).await? {
+    let range = StreamRange { since: None, upto };
+    for (shard, (_, upto), rooms) in range.group_by_shard(&server.db, &joined, |room| room.as_str()) {
+        for (room_id, stamp) in events::newest_of_types(&shard.pool, &rooms, upto, BUMP_EVENT_TYPES).await? {
             if let (Ok(room_id), Some(stamp)) = (OwnedRoomId::try_from(room_id), stamp) {
                 stamps.insert(room_id, stamp);
             }
@@ -216,7 +217,7 @@ async fn plan_rooms<'a>(server: &Homeserver, user_id: &UserId, cx: &PlanContext<
             previous,
             expanded,
             full_state,
-            at: if membership.membership == "join" { cx.upto.position(server.db.room_shard_index(room_id)) } else { membership.room_pos },
+            at: if membership.membership == "join" { cx.upto.position_of(&server.db, room_id.as_str()) } else { membership.room_pos },
             bump_stamp: cx.bump_stamps.get(room_id).copied().unwrap_or(membership.membership_ts),
             is_dm: cx.direct.contains(room_id),
         };
