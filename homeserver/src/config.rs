@@ -50,6 +50,9 @@ pub struct Config {
     /// Insured persons' login through the insurer's identity provider.
     #[serde(default)]
     pub oidc: OidcConfig,
+    /// Application services (the KIM bridge) registered with this server.
+    #[serde(default)]
+    pub appservices: AppservicesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -271,6 +274,17 @@ pub struct PushConfig {
     /// make the server POST to any address it reaches.
     #[serde(default)]
     pub allowed_gateways: Vec<String>,
+}
+
+/// Application services: the registration files (the spec's YAML) of the
+/// bridges allowed to act for the users, aliases and rooms of their
+/// namespaces. Read and checked at start (see `appservice/registration.rs`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Paths of registration files, relative to the config file.
+    #[serde(default)]
+    pub registration_files: Vec<PathBuf>,
 }
 
 /// TI-Messenger (TI-M ePA) settings of the insurer's homeserver.
@@ -526,7 +540,8 @@ impl Config {
         // Relative paths in the file are relative to the file, not to
         // wherever the server was started.
         if let Some(dir) = path.parent() {
-            for relative in [&mut config.signing_key_path, &mut config.media.store_path] {
+            let registrations = config.appservices.registration_files.iter_mut();
+            for relative in [&mut config.signing_key_path, &mut config.media.store_path].into_iter().chain(registrations) {
                 if relative.is_relative() {
                     *relative = dir.join(&*relative);
                 }
@@ -597,6 +612,7 @@ impl Config {
             push: PushConfig::default(),
             tim: TimConfig::default(),
             oidc: OidcConfig::default(),
+            appservices: AppservicesConfig::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! TI-Messenger homeserver: the Matrix Client-Server API on PostgreSQL.
 //! See ARCHITECTURE.md for the map of this crate.
 
+pub mod appservice;
 pub mod auth;
 pub mod client_api;
 pub mod config;

@@ -6,6 +6,7 @@ use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
 use tokio::net::TcpListener;
 
 use crate::{
+    appservice::{Appservices, delivery::AppserviceWorker},
     auth::oidc::RelyingParty,
     config::Config,
     media::MediaRepo,
@@ -14,7 +15,7 @@ use crate::{
     rate_limit::RateLimiter,
     redis_link::RedisLink,
     signing_key,
-    storage::Db,
+    storage::{Db, users},
     sync::{notifier::Notifier, relay::Relay, typing::Typing},
 };
 
@@ -38,6 +39,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// The client of the insurer's identity providers (insured persons' login).
     pub oidc: RelyingParty,
+    /// The registered application services (the KIM bridge).
+    pub appservices: Appservices,
     server_name: OwnedServerName,
 }
 
@@ -68,6 +71,11 @@ impl Homeserver {
             None => (Notifier::local(), Typing::in_memory()),
         };
         let rate_limiter = RateLimiter::new(config.rate_limits.clone(), redis.clone(), metrics.rate_limits.clone());
+        let appservices = Appservices::load(&config.appservices.registration_files, &server_name)?;
+        for appservice in appservices.iter() {
+            // The sender acts from the first request on; it has no password.
+            users::create(db.user_shard(&appservice.sender), &appservice.sender, None, false, None).await?;
+        }
         Ok(Self(Arc::new(Inner {
             config,
             db,
@@ -80,16 +88,18 @@ impl Homeserver {
             push_wakeup: Wakeup::default(),
             metrics,
             oidc: RelyingParty::new()?,
+            appservices,
             server_name,
         })))
     }
 
     /// Serves the Client-Server API on `listener` until `shutdown` resolves,
-    /// then finishes the requests in flight. The push tasks and (with Redis)
-    /// the notifier's relay run alongside and stop after the last request,
-    /// the relay publishing what those requests queued.
+    /// then finishes the requests in flight. The push and appservice tasks
+    /// and (with Redis) the notifier's relay run alongside and stop after
+    /// the last request, the relay publishing what those requests queued.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let push = PushWorker::start(&self);
+        let appservices = self.appservices.iter().any(|appservice| appservice.url.is_some()).then(|| AppserviceWorker::start(&self));
         let relay = Relay::start(&self);
         let repair = crate::rooms::user_index::RepairTask::start(&self);
         let map_follower = crate::rebalance::follower::MapFollower::start(&self);
@@ -101,6 +111,9 @@ impl Homeserver {
             relay.stop().await;
         }
         push.stop().await;
+        if let Some(appservices) = appservices {
+            appservices.stop().await;
+        }
         repair.stop().await;
         map_follower.stop().await;
         served?;

@@ -7,7 +7,7 @@ use ruma::{
     api::{
         client::account::{
             change_password, check_registration_token_validity, deactivate, get_3pids, get_username_availability,
-            register::{self, RegistrationKind},
+            register::{self, LoginType, RegistrationKind},
             whoami, ThirdPartyIdRemovalStatus,
         },
         error::ErrorKind,
@@ -16,8 +16,9 @@ use ruma::{
 
 use super::session::{delete_devices, open_session};
 use crate::{
+    appservice::Appservice,
     auth::{password, uiaa},
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, RouterExt, Session},
     rooms::membership,
     server::Homeserver,
     storage::{self, users},
@@ -64,6 +65,9 @@ pub async fn create_account(server: &Homeserver, user_id: &UserId, password: &st
 
 async fn register(server: Homeserver, args: Args<register::v3::Request>) -> ApiResult<register::v3::Response> {
     let request = args.body;
+    if request.login_type == Some(LoginType::ApplicationService) {
+        return register_appservice_user(&server, args.session.as_ref(), request).await;
+    }
     if !server.config.registration.enabled {
         // TI-M: insured persons get their accounts only through the
         // insurer's IdP (`m.login.sso`), the rest from the insurer's
@@ -81,6 +85,7 @@ async fn register(server: Homeserver, args: Args<register::v3::Request>) -> ApiR
         Some(username) => new_user_id(&server, username)?,
         None => new_user_id(&server, &crate::auth::tokens::random_string(12))?,
     };
+    server.appservices.ensure_user_unclaimed(user_id.as_str(), None)?;
     if users::exists(server.db.user_shard(&user_id), &user_id).await? {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken"));
     }
@@ -93,6 +98,36 @@ async fn register(server: Homeserver, args: Args<register::v3::Request>) -> ApiR
     let mut response = register::v3::Response::new(user_id.clone());
     if !request.inhibit_login {
         let (token, device_id) = open_session(&server, &user_id, request.device_id, request.initial_device_display_name.as_deref()).await?;
+        response.access_token = Some(token);
+        response.device_id = Some(device_id);
+    }
+    Ok(response)
+}
+
+/// `m.login.application_service`: an appservice creates a user of its
+/// namespace (a ghost) with its `as_token`, without user-interactive auth
+/// and whether or not registration is open. Ghosts have no password.
+async fn register_appservice_user(server: &Homeserver, session: Option<&Session>, request: register::v3::Request) -> ApiResult<register::v3::Response> {
+    let appservice: &Appservice = match session {
+        None => return Err(ApiError::missing_token()),
+        Some(Session { appservice: Some(appservice), .. }) => appservice,
+        Some(_) => return Err(ApiError::forbidden("m.login.application_service needs an application service's token")),
+    };
+    let Some(username) = request.username.as_deref() else {
+        return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::MissingParam, "A username is required"));
+    };
+    let user_id = new_user_id(server, username)?;
+    if !appservice.namespaces.is_user(user_id.as_str()) {
+        return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::Exclusive, "The user ID is not in the application service's namespace"));
+    }
+    server.appservices.ensure_user_unclaimed(user_id.as_str(), Some(appservice))?;
+    if !users::create(server.db.user_shard(&user_id), &user_id, None, false, None).await? {
+        return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken"));
+    }
+    tracing::info!(%user_id, appservice = %appservice.id, "appservice user registered");
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !request.inhibit_login {
+        let (token, device_id) = open_session(server, &user_id, request.device_id, request.initial_device_display_name.as_deref()).await?;
         response.access_token = Some(token);
         response.device_id = Some(device_id);
     }
@@ -148,6 +183,7 @@ async fn username_available(server: Homeserver, args: Args<get_username_availabi
         return Err(ApiError::forbidden("Registration is disabled"));
     }
     let user_id = new_user_id(&server, &args.body.username)?;
+    server.appservices.ensure_user_unclaimed(user_id.as_str(), None)?;
     if users::exists(server.db.user_shard(&user_id), &user_id).await? {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::UserInUse, "User ID already taken"));
     }

@@ -119,9 +119,11 @@ fn can_change_canonical_alias(power_levels: Option<JsonValue>, creators: Option<
 
 /// Points a new alias at a room the caller is joined to; 409 if taken.
 async fn create_alias(server: Homeserver, args: Args<create_alias::v3::Request>) -> ApiResult<create_alias::v3::Response> {
-    let user_id = &args.session()?.user_id;
+    let session = args.session()?;
+    let user_id = &session.user_id;
     let request = &args.body;
     require_local_alias(server.server_name(), &request.room_alias)?;
+    server.appservices.ensure_alias_unclaimed(request.room_alias.as_str(), session.appservice.as_deref())?;
     if events::room_version(server.db.room_shard(&request.room_id), &request.room_id).await?.is_none() {
         return Err(unknown_room());
     }

@@ -170,7 +170,7 @@ async fn fill(State(server): State<Homeserver>, request: Request) -> ApiResult<J
 async fn streamed<R: IncomingRequest>(server: &Homeserver, request: Request) -> ApiResult<(Session, R, Upload<'static>)> {
     let (mut parts, body) = request.into_parts();
     let token = bearer_token(&parts).ok_or_else(ApiError::missing_token)?;
-    let session = authenticate(server, &token).await?;
+    let session = authenticate(server, &token, parts.uri.query()).await?;
     let path_args: Vec<String> = RawPathParams::from_request_parts(&mut parts, server)
         .await
         .map_err(|_| ApiError::invalid_param("Malformed request path"))?

@@ -4,6 +4,7 @@
 
 pub(crate) mod account;
 mod account_data;
+mod appservice;
 pub mod admin;
 mod devices;
 mod directory;
@@ -38,6 +39,7 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
     let router = sso::routes(router);
     let router = account::routes(router);
     let router = admin::routes(router);
+    let router = appservice::routes(router);
     let router = devices::routes(router);
     let router = profile::routes(router);
     let router = account_data::routes(router);

@@ -15,7 +15,7 @@ use ruma::{
 use serde_json::{Map, Value as JsonValue, json};
 
 use crate::{
-    http::{ApiError, ApiResult, Args, RouterExt},
+    http::{ApiError, ApiResult, Args, RouterExt, Session},
     rooms::{NewEvent, RoomWriter, membership::{MembershipRequest, member_content}},
     server::Homeserver,
     storage::aliases,
@@ -40,7 +40,7 @@ async fn create_room(server: Homeserver, args: Args<create_room::v3::Request>) -
     }
     let room_id = RoomId::new_v1(server.server_name());
     let alias = match &request.room_alias_name {
-        Some(name) => Some(reserve_alias(&server, name, &room_id, creator).await?),
+        Some(name) => Some(reserve_alias(&server, name, &room_id, &session).await?),
         None => None,
     };
 
@@ -58,11 +58,13 @@ async fn create_room(server: Homeserver, args: Args<create_room::v3::Request>) -
     Ok(create_room::v3::Response::new(room_id))
 }
 
-/// Claims `#name:server` for the new room; `M_ROOM_IN_USE` when taken.
-async fn reserve_alias(server: &Homeserver, name: &str, room_id: &RoomId, creator: &UserId) -> ApiResult<OwnedRoomAliasId> {
+/// Claims `#name:server` for the new room; `M_ROOM_IN_USE` when taken,
+/// `M_EXCLUSIVE` inside another's appservice namespace.
+async fn reserve_alias(server: &Homeserver, name: &str, room_id: &RoomId, creator: &Session) -> ApiResult<OwnedRoomAliasId> {
     let alias = RoomAliasId::parse(format!("#{name}:{}", server.server_name()))
         .map_err(|_| ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, "Invalid room alias name"))?;
-    if !aliases::add(server.db.alias_shard(&alias), &alias, room_id, creator).await? {
+    server.appservices.ensure_alias_unclaimed(alias.as_str(), creator.appservice.as_deref())?;
+    if !aliases::add(server.db.alias_shard(&alias), &alias, room_id, &creator.user_id).await? {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::RoomInUse, "Room alias already taken"));
     }
     Ok(alias)

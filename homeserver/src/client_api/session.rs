@@ -1,4 +1,5 @@
-//! Logging in and out: `/login` (password, `m.login.token`),
+//! Logging in and out: `/login` (password, `m.login.token`,
+//! `m.login.application_service`),
 //! `/login/get_token`, `/logout`, `/logout/all`. Single sign-on, which
 //! ends in `m.login.token`, is in `sso.rs`.
 
@@ -10,7 +11,7 @@ use ruma::{
     api::client::{
         session::{
             get_login_token,
-            get_login_types::{self, v3::{IdentityProvider, LoginType, PasswordLoginType, SsoLoginType, TokenLoginType}},
+            get_login_types::{self, v3::{ApplicationServiceLoginType, IdentityProvider, LoginType, PasswordLoginType, SsoLoginType, TokenLoginType}},
             login::{self, v3::LoginInfo},
             logout, logout_all,
         },
@@ -39,12 +40,13 @@ pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
         .endpoint(logout_all)
 }
 
-/// Passwords (staff), login tokens, and single sign-on through the
-/// configured identity providers (insured persons, `client_api/sso.rs`).
+/// Passwords (staff), login tokens, appservices, and single sign-on
+/// through the configured identity providers (insured persons,
+/// `client_api/sso.rs`).
 async fn login_types(server: Homeserver, _: Args<get_login_types::v3::Request>) -> ApiResult<get_login_types::v3::Response> {
     let mut token = TokenLoginType::new();
     token.get_login_token = true;
-    let mut types = vec![LoginType::Password(PasswordLoginType::new()), LoginType::Token(token)];
+    let mut types = vec![LoginType::Password(PasswordLoginType::new()), LoginType::Token(token), LoginType::ApplicationService(ApplicationServiceLoginType::new())];
     let providers = &server.config.oidc.providers;
     if !providers.is_empty() {
         let mut sso = SsoLoginType::new();
@@ -66,6 +68,7 @@ pub fn local_user_from_identifier(server: &Homeserver, identifier: Option<&UserI
 }
 
 async fn login(server: Homeserver, args: Args<login::v3::Request>) -> ApiResult<login::v3::Response> {
+    let appservice = args.session.as_ref().and_then(|session| session.appservice.clone());
     let request = args.body;
     let forbidden = || ApiError::forbidden("Invalid username or password");
     let user_id = match &request.login_info {
@@ -84,6 +87,20 @@ async fn login(server: Homeserver, args: Args<login::v3::Request>) -> ApiResult<
             let user_id = users::take_login_token(server.db.user_shard(&claimed), &tokens::hash(&given.token)).await?.ok_or_else(invalid)?;
             if user_id != claimed || !users::is_active(server.db.user_shard(&user_id), &user_id).await? {
                 return Err(invalid());
+            }
+            user_id
+        }
+        // An appservice logs in a user of its namespace (a device of its
+        // own for a ghost, e.g. the bridge's encryption device).
+        LoginInfo::ApplicationService(given) => {
+            let appservice = appservice.ok_or_else(ApiError::missing_token)?;
+            #[allow(deprecated)]
+            let user_id = local_user_from_identifier(&server, given.identifier.as_ref(), given.user.as_deref()).ok_or_else(forbidden)?;
+            if !appservice.is_user(user_id.as_str()) {
+                return Err(ApiError::forbidden("The user is not in the application service's namespace"));
+            }
+            if !users::is_active(server.db.user_shard(&user_id), &user_id).await? {
+                return Err(forbidden());
             }
             user_id
         }

@@ -1,12 +1,15 @@
 //! Who is calling: access tokens from the `Authorization` header (or the
-//! deprecated `access_token` query parameter) resolved to a user and device.
+//! deprecated `access_token` query parameter) resolved to a user and device,
+//! and appservices' `as_token`s (see `appservice::auth`).
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
+use std::sync::Arc;
+
 use ruma::{OwnedDeviceId, OwnedUserId};
 
 use super::error::{ApiError, ApiResult};
-use crate::{auth::tokens, server::Homeserver, storage, tim::accounts::AccountKind};
+use crate::{appservice::{self, Appservice}, auth::tokens, server::Homeserver, storage, tim::accounts::AccountKind};
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -16,6 +19,9 @@ pub struct Session {
     pub is_admin: bool,
     /// Insured person or staff: which TI-M rules apply to the caller.
     pub kind: AccountKind,
+    /// The appservice whose `as_token` the request carries (acting as its
+    /// sender or a user it masquerades as).
+    pub appservice: Option<Arc<Appservice>>,
 }
 
 /// A caller authenticated as a server admin, for the operator's admin APIs
@@ -27,7 +33,7 @@ impl FromRequestParts<Homeserver> for ServerAdmin {
 
     async fn from_request_parts(parts: &mut Parts, server: &Homeserver) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
-        let session = authenticate(server, &token).await?;
+        let session = authenticate(server, &token, parts.uri.query()).await?;
         if !session.is_admin {
             return Err(ApiError::forbidden("Only server admins may use this API"));
         }
@@ -48,7 +54,12 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
 }
 
 /// Resolves a token to its session; unknown, revoked or deactivated → 401.
-pub async fn authenticate(server: &Homeserver, token: &str) -> ApiResult<Session> {
+/// `query` is the request's query string, where appservices name the user
+/// and device they act as.
+pub async fn authenticate(server: &Homeserver, token: &str, query: Option<&str>) -> ApiResult<Session> {
+    if let Some(appservice) = server.appservices.by_token(token) {
+        return appservice::auth::session(server, appservice, query).await;
+    }
     let Some(user_id) = tokens::user_of_token(tokens::TokenKind::Access, token, server.server_name()) else {
         return Err(ApiError::unknown_token());
     };

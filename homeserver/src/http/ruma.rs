@@ -122,7 +122,7 @@ where
             (TokenPolicy::Ignored, _) => None,
             (TokenPolicy::Required, None) => return Err(ApiError::missing_token()),
             (_, None) => None,
-            (_, Some(token)) => Some(authenticate(server, &token).await?),
+            (_, Some(token)) => Some(authenticate(server, &token, parts.uri.query()).await?),
         };
         rate_limit::<R>(server, &parts, session.as_ref()).await?;
 
@@ -146,8 +146,14 @@ where
 }
 
 /// Counts the request against its rate limit (see `rate_limit`): the
-/// caller's, or their address's when anonymous.
+/// caller's, or their address's when anonymous. Appservices registered with
+/// `rate_limited: false` are not limited, nor is an appservice's sender.
 async fn rate_limit<R: IncomingRequest + 'static>(server: &Homeserver, parts: &http::request::Parts, session: Option<&Session>) -> ApiResult<()> {
+    if let Some(Session { appservice: Some(appservice), user_id, .. }) = session
+        && (!appservice.rate_limited || *user_id == appservice.sender)
+    {
+        return Ok(());
+    }
     let Some(class) = Class::of_request::<R>(session.is_some()) else { return Ok(()) };
     let key = match session {
         Some(session) => session.user_id.to_string(),

@@ -8,11 +8,13 @@
 
 pub mod account_data;
 pub mod aliases;
+pub mod appservice_txns;
 pub mod device_keys;
 pub mod directory;
 pub mod events;
 pub mod insured_kvnrs;
 pub mod key_backup;
+pub mod lease;
 pub mod media;
 pub mod memberships;
 pub mod oidc_sessions;

@@ -62,6 +62,19 @@ pub async fn changed_since(db: impl PgExecutor<'_>, rooms: &[OwnedRoomId], after
     .await
 }
 
+/// Receipts of any room of the database changed at positions
+/// `(after, upto]`, oldest first (an appservice transaction's range).
+pub async fn in_range(db: impl PgExecutor<'_>, after: i64, upto: i64) -> sqlx::Result<Vec<Receipt>> {
+    sqlx::query_as(
+        "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
+         WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(db)
+    .await
+}
+
 /// The stream position of the user's newest read receipt (public or
 /// private) in the room.
 pub async fn read_up_to(db: impl PgExecutor<'_>, room_id: &RoomId, user_id: &UserId) -> sqlx::Result<Option<i64>> {

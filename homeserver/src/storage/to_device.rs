@@ -3,7 +3,7 @@
 
 use ruma::{DeviceId, UserId};
 use serde_json::Value as JsonValue;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 
 /// Records a `sendToDevice` transaction id; false if it was used before.
 pub async fn claim_txn(db: impl PgExecutor<'_>, user_id: &UserId, device_id: &DeviceId, txn_id: &str) -> sqlx::Result<bool> {
@@ -57,6 +57,27 @@ pub async fn pending(db: impl PgExecutor<'_>, user_id: &UserId, device_id: &Devi
     .bind(after)
     .bind(upto)
     .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A queued message with its recipient.
+#[derive(Debug, FromRow)]
+pub struct Addressed {
+    pub user_id: String,
+    pub device_id: String,
+    pub message: JsonValue,
+}
+
+/// Messages for any user of the database queued at positions
+/// `(after, upto]`, in order (an appservice transaction's range).
+pub async fn in_range(db: impl PgExecutor<'_>, after: i64, upto: i64) -> sqlx::Result<Vec<Addressed>> {
+    sqlx::query_as(
+        "SELECT user_id, device_id, message FROM to_device_messages
+         WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos, seq",
+    )
+    .bind(after)
+    .bind(upto)
     .fetch_all(db)
     .await
 }

@@ -67,6 +67,16 @@ pub async fn account_kind(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Re
     Ok(kvnr.map(|kvnr| AccountKind::of_kvnr(kvnr.as_deref())))
 }
 
+/// `(is_admin, kind)` of an active account; `None` for unknown and
+/// deactivated ones (an appservice asserting a user's identity).
+pub async fn active_account(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Option<(bool, AccountKind)>> {
+    let row: Option<(bool, Option<String>)> = sqlx::query_as("SELECT is_admin, kvnr FROM users WHERE user_id = $1 AND NOT deactivated")
+        .bind(user_id.as_str())
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|(is_admin, kvnr)| (is_admin, AccountKind::of_kvnr(kvnr.as_deref()))))
+}
+
 /// The staff accounts of one database, deactivated ones included.
 pub async fn staff_accounts(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<StaffAccount>> {
     sqlx::query_as(
@@ -249,7 +259,7 @@ pub async fn session_for_token(db: impl PgExecutor<'_>, token_hash: &[u8]) -> sq
     .await?;
     Ok(row.and_then(|(user_id, device_id, is_admin, kvnr)| {
         let kind = AccountKind::of_kvnr(kvnr.as_deref());
-        Some(Session { user_id: OwnedUserId::try_from(user_id).ok()?, device_id: device_id.into(), is_admin, kind })
+        Some(Session { user_id: OwnedUserId::try_from(user_id).ok()?, device_id: device_id.into(), is_admin, kind, appservice: None })
     }))
 }
 
