@@ -144,9 +144,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::MoveShard { logical, to } => {
-            let db = Db::open(&Config::load(&cli.config)?.database).await?;
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
             for logical in logical {
-                let moved = homeserver::rebalance::move_shard(&db, logical, to).await?;
+                let moved = homeserver::rebalance::move_shard(&server, logical, to).await?;
                 println!(
                     "logical shard {} moved from database {} to {}: {} rows, writes paused {} ms, map epoch {}",
                     moved.logical,

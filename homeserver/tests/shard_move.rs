@@ -92,7 +92,7 @@ async fn shards_move_under_write_load_and_every_event_arrives_once() {
     since = sync_messages(&bob_api, &since, &mut received).await;
     for logical in &moves {
         let from = db.database_of_logical(*logical);
-        let moved = rebalance::move_shard(&db, *logical, 1 - from).await.expect("moving the shard");
+        let moved = rebalance::move_shard(server.server(), *logical, 1 - from).await.expect("moving the shard");
         assert_eq!((moved.from, moved.to), (from, 1 - from));
         since = sync_messages(&bob_api, &since, &mut received).await;
     }
@@ -156,7 +156,7 @@ async fn a_token_from_before_a_move_is_translated_not_replayed() {
     api.send_text(&room_id, "before").await.ok();
     let before = api.sync(None, 0).await.str("next_batch");
     let logical = logical_shard(&room_id);
-    rebalance::move_shard(&db, logical, 1 - db.database_of_logical(logical)).await.expect("moving the shard");
+    rebalance::move_shard(server.server(), logical, 1 - db.database_of_logical(logical)).await.expect("moving the shard");
     api.send_text(&room_id, "after").await.ok();
 
     let mut received = BTreeMap::new();

@@ -29,10 +29,13 @@ use anyhow::{Context as _, bail, ensure};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use self::tables::{COUNTERS, EVENTS, SHARDED_TABLES};
-use crate::storage::{
-    self, Db,
-    shard_map::{self, LOGICAL_SHARDS},
-    stream,
+use crate::{
+    server::Homeserver,
+    storage::{
+        self,
+        shard_map::{self, LOGICAL_SHARDS},
+        stream,
+    },
 };
 
 /// How long the move waits for a push processor or for workers to follow.
@@ -53,7 +56,11 @@ pub struct MoveReport {
 }
 
 /// Moves logical shard `logical` to database `to` (see the module docs).
-pub async fn move_shard(db: &Db, logical: usize, to: usize) -> anyhow::Result<MoveReport> {
+pub async fn move_shard(server: &Homeserver, logical: usize, to: usize) -> anyhow::Result<MoveReport> {
+    let db = &server.db;
+    let consumers = StreamConsumers {
+        appservices: server.appservices.iter().filter(|appservice| appservice.url.is_some()).map(|appservice| appservice.id.clone()).collect(),
+    };
     ensure!(logical < LOGICAL_SHARDS, "logical shards are numbered 0 to {}", LOGICAL_SHARDS - 1);
     ensure!(to < db.shard_count(), "database {to} is not configured ({} databases)", db.shard_count());
     let from = db.database_of_logical(logical);
@@ -62,13 +69,13 @@ pub async fn move_shard(db: &Db, logical: usize, to: usize) -> anyhow::Result<Mo
     tracing::info!(logical, from, to, "moving a logical shard");
 
     let bulk_upto = stream::current(source).await?;
-    let mut rows = bulk_copy(source, target, logical, bulk_upto).await?;
+    let mut rows = bulk_copy(&consumers, source, target, logical, bulk_upto).await?;
     tracing::info!(logical, rows, "copied the shard's events; fencing the source");
 
     fence_source(source, logical).await?;
     let frozen_at = Instant::now();
     let switched = async {
-        rows += catch_up(source, target, logical, bulk_upto).await?;
+        rows += catch_up(&consumers, source, target, logical, bulk_upto).await?;
         verify(source, target, logical).await?;
         shard_map::switch(db.global(), logical, from, to).await
     }
@@ -96,13 +103,13 @@ pub async fn move_shard(db: &Db, logical: usize, to: usize) -> anyhow::Result<Mo
 
 /// Step 1: the shard's events up to `upto`, into a target cleared of any
 /// rows of the shard an interrupted move left.
-async fn bulk_copy(source: &PgPool, target: &PgPool, logical: usize, upto: i64) -> anyhow::Result<u64> {
+async fn bulk_copy(consumers: &StreamConsumers, source: &PgPool, target: &PgPool, logical: usize, upto: i64) -> anyhow::Result<u64> {
     // The target may hold the shard fenced from an earlier move away.
     let mut tx = target.begin().await?;
     fence::set(&mut tx, logical, false).await?;
     tx.commit().await?;
 
-    let claimed = claim_positions(target, logical, upto).await?;
+    let claimed = consumers.claim_positions(target, logical, upto).await?;
     let mut tx = target.begin().await?;
     fence::bypass(&mut tx).await?;
     clear_shard(&mut tx, logical).await?;
@@ -142,12 +149,13 @@ async fn fence_source(source: &PgPool, logical: usize) -> anyhow::Result<()> {
 }
 
 /// Step 3: everything the bulk copy did not take, in one transaction.
-async fn catch_up(source: &PgPool, target: &PgPool, logical: usize, bulk_upto: i64) -> anyhow::Result<u64> {
+async fn catch_up(consumers: &StreamConsumers, source: &PgPool, target: &PgPool, logical: usize, bulk_upto: i64) -> anyhow::Result<u64> {
     let fenced_head = stream::current(source).await?;
     // The shard's push actions and queued pushes are written by the
-    // source's processor; the target's must never evaluate these events.
-    wait_for_push_processor(source, None, fenced_head).await?;
-    let claimed = claim_positions(target, logical, fenced_head).await?;
+    // source's processor, and its appservice transactions formed there;
+    // the target's consumers must never see these rows as new.
+    consumers.wait(source, None, fenced_head).await?;
+    let claimed = consumers.claim_positions(target, logical, fenced_head).await?;
     let mut tx = target.begin().await?;
     fence::bypass(&mut tx).await?;
     let mut rows = 0;
@@ -199,13 +207,44 @@ async fn clear_shard(conn: &mut PgConnection, logical: usize) -> sqlx::Result<()
     Ok(())
 }
 
-/// Makes the target's head at least `upto`, so that its own later writes
-/// come after every copied row, and waits until its push processor has
-/// evaluated its own events up to there; returns that position.
-async fn claim_positions(target: &PgPool, logical: usize, upto: i64) -> anyhow::Result<i64> {
-    let head: i64 = sqlx::query_scalar("UPDATE stream_head SET pos = GREATEST(pos, $1) RETURNING pos").bind(upto).fetch_one(target).await?;
-    wait_for_push_processor(target, Some(logical), head).await?;
-    Ok(head)
+/// What reads a database's stream from a cursor: the push processor and
+/// the appservices' transaction formers (those with a URL; the others
+/// form nothing). Each must have passed a shard's rows on the source
+/// before they are copied, and the target's own rows before copied rows
+/// appear beneath its cursor.
+struct StreamConsumers {
+    appservices: Vec<String>,
+}
+
+impl StreamConsumers {
+    /// Makes the target's head at least `upto`, so that its own later
+    /// writes come after every copied row, and waits until its consumers
+    /// have passed its own rows up to there; returns that position.
+    async fn claim_positions(&self, target: &PgPool, logical: usize, upto: i64) -> anyhow::Result<i64> {
+        let head: i64 = sqlx::query_scalar("UPDATE stream_head SET pos = GREATEST(pos, $1) RETURNING pos").bind(upto).fetch_one(target).await?;
+        self.wait(target, Some(logical), head).await?;
+        Ok(head)
+    }
+
+    /// Waits until every consumer of `db` has passed `upto` (but the events
+    /// of logical shard `except`, which the push processor must not see).
+    async fn wait(&self, db: &PgPool, except: Option<usize>, upto: i64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut conn = db.acquire().await?;
+            let cursor = storage::push_queue::cursor(&mut *conn).await?;
+            let behind: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM appservice_streams WHERE appservice_id = ANY($1) AND pos < $2)")
+                .bind(&self.appservices)
+                .bind(upto)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !behind && !has_unevaluated_events(&mut conn, except, cursor, upto).await? {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "the push processor or an appservice has not passed position {upto} within {PATIENCE:?}; is a homeserver running?");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Copied events sit at or below `claimed`, which the target's push
@@ -217,22 +256,6 @@ async fn skip_push_evaluation(tx: &mut PgConnection, logical: usize, claimed: i6
     ensure!(!has_unevaluated_events(tx, Some(logical), cursor, claimed).await?, "the target's push processor fell behind; try again");
     sqlx::query("UPDATE push_cursor SET pos = GREATEST(pos, $1)").bind(claimed).execute(&mut *tx).await?;
     Ok(())
-}
-
-/// Waits until the push processor of `db` has evaluated every event up to
-/// `upto` but those of logical shard `except` (it runs in every
-/// `homeserver serve` under a lease).
-async fn wait_for_push_processor(db: &PgPool, except: Option<usize>, upto: i64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut conn = db.acquire().await?;
-        let cursor = storage::push_queue::cursor(&mut *conn).await?;
-        if !has_unevaluated_events(&mut conn, except, cursor, upto).await? {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "the push processor has not evaluated events up to {upto} within {PATIENCE:?}; is a homeserver running?");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Whether events in `(cursor, upto]` (but those of logical shard

@@ -71,6 +71,8 @@ pub const UNSHARDED_TABLES: &[&str] = &[
     "_sqlx_migrations",
     "stream_head",
     "push_cursor",
+    "appservice_streams",
+    "appservice_txns",
     "shard_identity",
     "shard_fences",
     "shard_map",
