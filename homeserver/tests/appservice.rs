@@ -17,7 +17,7 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    routing::{post, put},
+    routing::{get, post, put},
 };
 use common::{
     TestServer,
@@ -50,6 +50,8 @@ struct Appservice {
     failing: Arc<AtomicBool>,
     /// Refuse this many more transactions with 500.
     fail_next: Arc<AtomicUsize>,
+    /// The homeserver it creates queried users and aliases on.
+    homeserver: Arc<Mutex<Option<String>>>,
 }
 
 impl Appservice {
@@ -57,6 +59,8 @@ impl Appservice {
         let router = Router::new()
             .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
             .route("/_matrix/app/v1/ping", post(ping))
+            .route("/_matrix/app/v1/users/{user_id}", get(query_user))
+            .route("/_matrix/app/v1/rooms/{alias}", get(query_alias))
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("binding");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -124,6 +128,30 @@ async fn ping(State(appservice): State<Appservice>, headers: HeaderMap, Json(bod
     (StatusCode::OK, Json(json!({})))
 }
 
+/// A user query: the appservice creates `@kim_…` users when asked.
+async fn query_user(State(appservice): State<Appservice>, Path(user_id): Path<String>, headers: HeaderMap) -> StatusCode {
+    let Some(localpart) = user_id.strip_prefix("@kim_").and_then(|rest| rest.strip_suffix(":localhost")) else { return StatusCode::NOT_FOUND };
+    let body = json!({ "type": "m.login.application_service", "username": format!("kim_{localpart}"), "inhibit_login": true });
+    appservice.call_homeserver(&headers, "/_matrix/client/v3/register", body).await
+}
+
+/// An alias query: the appservice creates a room for `#kim_…` aliases.
+async fn query_alias(State(appservice): State<Appservice>, Path(alias): Path<String>, headers: HeaderMap) -> StatusCode {
+    let Some(name) = alias.strip_prefix("#").and_then(|rest| rest.strip_suffix(":localhost")).filter(|name| name.starts_with("kim_")) else { return StatusCode::NOT_FOUND };
+    appservice.call_homeserver(&headers, "/_matrix/client/v3/createRoom", json!({ "room_alias_name": name })).await
+}
+
+impl Appservice {
+    /// Acts on the homeserver for a query the homeserver sent (200 when it
+    /// worked, else 404: "no such thing").
+    async fn call_homeserver(&self, headers: &HeaderMap, path: &str, body: Value) -> StatusCode {
+        let homeserver = self.homeserver.lock().expect("lock").clone();
+        let Some(homeserver) = homeserver.filter(|_| authorized(headers)) else { return StatusCode::FORBIDDEN };
+        let response = reqwest::Client::new().post(format!("{homeserver}{path}")).bearer_auth(AS_TOKEN).json(&body).send().await;
+        if response.is_ok_and(|response| response.status().is_success()) { StatusCode::OK } else { StatusCode::NOT_FOUND }
+    }
+}
+
 /// The bridge's registration file for an appservice at `url`.
 fn registration(url: Option<&str>) -> String {
     let url = url.map_or_else(|| "null".to_owned(), |url| format!("\"{url}\""));
@@ -169,6 +197,7 @@ async fn server_and_appservice() -> (TestServer, Appservice, tempfile::TempDir) 
     let appservice = Appservice::default();
     let url = appservice.start().await;
     let (server, dir) = server_with(&[registration(Some(&url))]).await;
+    *appservice.homeserver.lock().expect("lock") = Some(server.base_url());
     (server, appservice, dir)
 }
 
@@ -397,4 +426,23 @@ async fn receipts_and_to_device_messages_reach_the_appservice() {
         (&json!("m.test"), &json!("@alice:localhost"), &json!(GHOST), &json!("KIMBRIDGE"), &json!({ "hallo": "bridge" }))
     );
     assert!(key_counts[GHOST]["KIMBRIDGE"].is_object(), "MSC3202 key counts of the ghost's device: {key_counts}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_appservice_is_asked_about_unknown_users_and_aliases() {
+    let (server, _appservice, _dir) = server_and_appservice().await;
+    let alice = server.register_user("alice").await;
+    let alice_api = server.api_as(&alice.access_token);
+
+    // Inviting a ghost nobody created yet: the appservice creates it.
+    let room_id = alice_api.create_room(json!({})).await;
+    let invite = alice_api.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), json!({ "user_id": "@kim_neu:localhost" })).await;
+    invite.ok();
+    let unknown = alice_api.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), json!({ "user_id": "@niemand:localhost" })).await;
+    unknown.assert_error(404, "M_NOT_FOUND");
+
+    // Resolving an alias of its namespace: the appservice creates the room.
+    let resolved = alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#kim_portal:localhost"))).await;
+    assert!(resolved.ok()["room_id"].is_string(), "{resolved}");
+    alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#woanders:localhost"))).await.assert_error(404, "M_NOT_FOUND");
 }
