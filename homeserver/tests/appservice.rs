@@ -392,7 +392,7 @@ async fn pinging_without_a_url_or_a_listener_fails_as_the_spec_says() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn receipts_and_to_device_messages_reach_the_appservice() {
+async fn receipts_to_device_messages_and_device_lists_reach_the_appservice() {
     let (server, appservice, _dir) = server_and_appservice().await;
     let (alice_api, room_id) = room_with_ghost(&server).await;
     as_api(&server).put(&format!("/_matrix/client/v3/devices/KIMBRIDGE?{}", as_user(GHOST)), json!({})).await.ok();
@@ -426,6 +426,15 @@ async fn receipts_and_to_device_messages_reach_the_appservice() {
         (&json!("m.test"), &json!("@alice:localhost"), &json!(GHOST), &json!("KIMBRIDGE"), &json!({ "hallo": "bridge" }))
     );
     assert!(key_counts[GHOST]["KIMBRIDGE"].is_object(), "MSC3202 key counts of the ghost's device: {key_counts}");
+
+    // MSC3202: a room member's device list changes (a rename is one).
+    let device_id = alice_api.get("/_matrix/client/v3/account/whoami").await.str("device_id");
+    alice_api.put(&format!("/_matrix/client/v3/devices/{}", enc(&device_id)), json!({ "display_name": "Praxis-PC" })).await.ok();
+    appservice
+        .wait_for("Alice's device list change", |appservice| {
+            appservice.seen(|seen| seen.accepted.iter().any(|(_, body)| body["org.matrix.msc3202.device_lists"]["changed"].as_array().is_some_and(|users| users.contains(&json!("@alice:localhost")))))
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
