@@ -178,6 +178,11 @@ namespaces:
 /// A server with the registration file(s) in `files` (kept alive by the
 /// returned directory).
 async fn server_with(files: &[String]) -> (TestServer, tempfile::TempDir) {
+    server_configured(files, |_| {}).await
+}
+
+/// The same, with `configure` adjusting the rest of the config.
+async fn server_configured(files: &[String], configure: impl FnOnce(&mut homeserver::Config)) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths: Vec<_> = files
         .iter()
@@ -188,7 +193,11 @@ async fn server_with(files: &[String]) -> (TestServer, tempfile::TempDir) {
             path
         })
         .collect();
-    let server = TestServer::start_with(|config| config.appservices.registration_files = paths).await;
+    let server = TestServer::start_with(|config| {
+        config.appservices.registration_files = paths;
+        configure(config);
+    })
+    .await;
     (server, dir)
 }
 
@@ -454,4 +463,27 @@ async fn the_appservice_is_asked_about_unknown_users_and_aliases() {
     let resolved = alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#kim_portal:localhost"))).await;
     assert!(resolved.ok()["room_id"].is_string(), "{resolved}");
     alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#woanders:localhost"))).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ghosts_register_while_registration_is_closed_and_are_not_rate_limited() {
+    let tight = homeserver::config::RateLimit { per_second: 0.01, burst: 2 };
+    let (server, _dir) = server_configured(&[registration(None)], |config| {
+        config.registration.enabled = false;
+        config.rate_limits.room_writes = tight;
+    })
+    .await;
+    let (_alice_api, room_id) = room_with_ghost(&server).await;
+    for i in 0..5 {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}?{}", enc(&room_id), new_txn_id(), as_user(GHOST));
+        as_api(&server).put(&path, json!({ "msgtype": "m.text", "body": format!("Nachricht {i}") })).await.ok();
+    }
+    // Others still meet the limit (Alice spent her burst creating the room).
+    let alice = server.login("alice", &common::password_of("alice")).await.str("access_token");
+    let limited = (0..5).map(|i| {
+        let api = server.api_as(&alice);
+        let room_id = room_id.clone();
+        async move { api.send_text(&room_id, &format!("Alice {i}")).await.status.as_u16() }
+    });
+    assert!(futures::future::join_all(limited).await.contains(&429), "Alice is limited");
 }
