@@ -17,7 +17,7 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    routing::{post, put},
+    routing::{get, post, put},
 };
 use common::{
     TestServer,
@@ -50,6 +50,8 @@ struct Appservice {
     failing: Arc<AtomicBool>,
     /// Refuse this many more transactions with 500.
     fail_next: Arc<AtomicUsize>,
+    /// The homeserver it creates queried users and aliases on.
+    homeserver: Arc<Mutex<Option<String>>>,
 }
 
 impl Appservice {
@@ -57,6 +59,8 @@ impl Appservice {
         let router = Router::new()
             .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
             .route("/_matrix/app/v1/ping", post(ping))
+            .route("/_matrix/app/v1/users/{user_id}", get(query_user))
+            .route("/_matrix/app/v1/rooms/{alias}", get(query_alias))
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("binding");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -124,6 +128,30 @@ async fn ping(State(appservice): State<Appservice>, headers: HeaderMap, Json(bod
     (StatusCode::OK, Json(json!({})))
 }
 
+/// A user query: the appservice creates `@kim_…` users when asked.
+async fn query_user(State(appservice): State<Appservice>, Path(user_id): Path<String>, headers: HeaderMap) -> StatusCode {
+    let Some(localpart) = user_id.strip_prefix("@kim_").and_then(|rest| rest.strip_suffix(":localhost")) else { return StatusCode::NOT_FOUND };
+    let body = json!({ "type": "m.login.application_service", "username": format!("kim_{localpart}"), "inhibit_login": true });
+    appservice.call_homeserver(&headers, "/_matrix/client/v3/register", body).await
+}
+
+/// An alias query: the appservice creates a room for `#kim_…` aliases.
+async fn query_alias(State(appservice): State<Appservice>, Path(alias): Path<String>, headers: HeaderMap) -> StatusCode {
+    let Some(name) = alias.strip_prefix("#").and_then(|rest| rest.strip_suffix(":localhost")).filter(|name| name.starts_with("kim_")) else { return StatusCode::NOT_FOUND };
+    appservice.call_homeserver(&headers, "/_matrix/client/v3/createRoom", json!({ "room_alias_name": name })).await
+}
+
+impl Appservice {
+    /// Acts on the homeserver for a query the homeserver sent (200 when it
+    /// worked, else 404: "no such thing").
+    async fn call_homeserver(&self, headers: &HeaderMap, path: &str, body: Value) -> StatusCode {
+        let homeserver = self.homeserver.lock().expect("lock").clone();
+        let Some(homeserver) = homeserver.filter(|_| authorized(headers)) else { return StatusCode::FORBIDDEN };
+        let response = reqwest::Client::new().post(format!("{homeserver}{path}")).bearer_auth(AS_TOKEN).json(&body).send().await;
+        if response.is_ok_and(|response| response.status().is_success()) { StatusCode::OK } else { StatusCode::NOT_FOUND }
+    }
+}
+
 /// The bridge's registration file for an appservice at `url`.
 fn registration(url: Option<&str>) -> String {
     let url = url.map_or_else(|| "null".to_owned(), |url| format!("\"{url}\""));
@@ -150,6 +178,11 @@ namespaces:
 /// A server with the registration file(s) in `files` (kept alive by the
 /// returned directory).
 async fn server_with(files: &[String]) -> (TestServer, tempfile::TempDir) {
+    server_configured(files, |_| {}).await
+}
+
+/// The same, with `configure` adjusting the rest of the config.
+async fn server_configured(files: &[String], configure: impl FnOnce(&mut homeserver::Config)) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths: Vec<_> = files
         .iter()
@@ -160,7 +193,11 @@ async fn server_with(files: &[String]) -> (TestServer, tempfile::TempDir) {
             path
         })
         .collect();
-    let server = TestServer::start_with(|config| config.appservices.registration_files = paths).await;
+    let server = TestServer::start_with(|config| {
+        config.appservices.registration_files = paths;
+        configure(config);
+    })
+    .await;
     (server, dir)
 }
 
@@ -169,6 +206,7 @@ async fn server_and_appservice() -> (TestServer, Appservice, tempfile::TempDir) 
     let appservice = Appservice::default();
     let url = appservice.start().await;
     let (server, dir) = server_with(&[registration(Some(&url))]).await;
+    *appservice.homeserver.lock().expect("lock") = Some(server.base_url());
     (server, appservice, dir)
 }
 
@@ -363,7 +401,7 @@ async fn pinging_without_a_url_or_a_listener_fails_as_the_spec_says() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn receipts_and_to_device_messages_reach_the_appservice() {
+async fn receipts_to_device_messages_and_device_lists_reach_the_appservice() {
     let (server, appservice, _dir) = server_and_appservice().await;
     let (alice_api, room_id) = room_with_ghost(&server).await;
     as_api(&server).put(&format!("/_matrix/client/v3/devices/KIMBRIDGE?{}", as_user(GHOST)), json!({})).await.ok();
@@ -397,4 +435,55 @@ async fn receipts_and_to_device_messages_reach_the_appservice() {
         (&json!("m.test"), &json!("@alice:localhost"), &json!(GHOST), &json!("KIMBRIDGE"), &json!({ "hallo": "bridge" }))
     );
     assert!(key_counts[GHOST]["KIMBRIDGE"].is_object(), "MSC3202 key counts of the ghost's device: {key_counts}");
+
+    // MSC3202: a room member's device list changes (a rename is one).
+    let device_id = alice_api.get("/_matrix/client/v3/account/whoami").await.str("device_id");
+    alice_api.put(&format!("/_matrix/client/v3/devices/{}", enc(&device_id)), json!({ "display_name": "Praxis-PC" })).await.ok();
+    appservice
+        .wait_for("Alice's device list change", |appservice| {
+            appservice.seen(|seen| seen.accepted.iter().any(|(_, body)| body["org.matrix.msc3202.device_lists"]["changed"].as_array().is_some_and(|users| users.contains(&json!("@alice:localhost")))))
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_appservice_is_asked_about_unknown_users_and_aliases() {
+    let (server, _appservice, _dir) = server_and_appservice().await;
+    let alice = server.register_user("alice").await;
+    let alice_api = server.api_as(&alice.access_token);
+
+    // Inviting a ghost nobody created yet: the appservice creates it.
+    let room_id = alice_api.create_room(json!({})).await;
+    let invite = alice_api.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), json!({ "user_id": "@kim_neu:localhost" })).await;
+    invite.ok();
+    let unknown = alice_api.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)), json!({ "user_id": "@niemand:localhost" })).await;
+    unknown.assert_error(404, "M_NOT_FOUND");
+
+    // Resolving an alias of its namespace: the appservice creates the room.
+    let resolved = alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#kim_portal:localhost"))).await;
+    assert!(resolved.ok()["room_id"].is_string(), "{resolved}");
+    alice_api.get(&format!("/_matrix/client/v3/directory/room/{}", enc("#woanders:localhost"))).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ghosts_register_while_registration_is_closed_and_are_not_rate_limited() {
+    let tight = homeserver::config::RateLimit { per_second: 0.01, burst: 2 };
+    let (server, _dir) = server_configured(&[registration(None)], |config| {
+        config.registration.enabled = false;
+        config.rate_limits.room_writes = tight;
+    })
+    .await;
+    let (_alice_api, room_id) = room_with_ghost(&server).await;
+    for i in 0..5 {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}?{}", enc(&room_id), new_txn_id(), as_user(GHOST));
+        as_api(&server).put(&path, json!({ "msgtype": "m.text", "body": format!("Nachricht {i}") })).await.ok();
+    }
+    // Others still meet the limit (Alice spent her burst creating the room).
+    let alice = server.login("alice", &common::password_of("alice")).await.str("access_token");
+    let limited = (0..5).map(|i| {
+        let api = server.api_as(&alice);
+        let room_id = room_id.clone();
+        async move { api.send_text(&room_id, &format!("Alice {i}")).await.status.as_u16() }
+    });
+    assert!(futures::future::join_all(limited).await.contains(&429), "Alice is limited");
 }

@@ -5,28 +5,30 @@
 //! whose canonical alias (or an alternative) is in its aliases namespace.
 //!
 //! Rooms are judged by their current members and aliases when the batch
-//! meets them (one query per room and batch): a room a ghost has since
-//! left is no longer of interest for events the ghost saw.
+//! meets them (one query per room and batch, on the room's database): a
+//! room a ghost has since left is no longer of interest for events the
+//! ghost saw.
 
 use std::collections::HashMap;
 
 use serde_json::Value as JsonValue;
-use sqlx::PgPool;
 
 use super::Appservice;
-use crate::storage::{events::{self, StoredEvent}, memberships};
+use crate::{
+    server::Homeserver,
+    storage::{events::{self, StoredEvent}, memberships},
+};
 
-/// One batch's judgement of events and rooms for one appservice, on the
-/// rooms' database.
+/// One batch's judgement of events and rooms for one appservice.
 pub struct Interest<'a> {
+    server: &'a Homeserver,
     appservice: &'a Appservice,
-    db: &'a PgPool,
     rooms: HashMap<String, bool>,
 }
 
 impl<'a> Interest<'a> {
-    pub fn new(appservice: &'a Appservice, db: &'a PgPool) -> Self {
-        Self { appservice, db, rooms: HashMap::new() }
+    pub fn new(server: &'a Homeserver, appservice: &'a Appservice) -> Self {
+        Self { server, appservice, rooms: HashMap::new() }
     }
 
     /// Whether the appservice gets the event.
@@ -61,11 +63,12 @@ impl<'a> Interest<'a> {
             return Ok(true);
         }
         let Ok(room) = ruma::OwnedRoomId::try_from(room_id) else { return Ok(false) };
-        let members = memberships::members_with(self.db, &room, &["join", "invite"]).await?;
+        let db = self.server.db.room_shard(&room);
+        let members = memberships::members_with(db, &room, &["join", "invite"]).await?;
         if members.iter().any(|member| self.appservice.is_user(member.as_str())) {
             return Ok(true);
         }
-        let Some(aliases) = events::current_state_event(self.db, &room, "m.room.canonical_alias", "").await? else { return Ok(false) };
+        let Some(aliases) = events::current_state_event(db, &room, "m.room.canonical_alias", "").await? else { return Ok(false) };
         let content = aliases.pdu.get("content");
         let canonical = content.and_then(|content| content.get("alias")).and_then(JsonValue::as_str);
         let alternatives = content.and_then(|content| content.get("alt_aliases")).and_then(JsonValue::as_array).into_iter().flatten().filter_map(JsonValue::as_str);

@@ -3,14 +3,16 @@
 //! and exclusive claims (`namespaces.rs`), `as_token` sessions with
 //! masquerading (`auth.rs`), what interests an appservice (`interest.rs`),
 //! forming transactions from a database's stream (`transactions.rs`), their
-//! ordered, retried delivery under a lease (`delivery.rs`) and the HTTP
-//! calls to the appservice (`client.rs`).
+//! ordered, retried delivery under a lease (`delivery.rs`), user and alias
+//! queries (`queries.rs`) and the HTTP calls to the appservice
+//! (`client.rs`).
 
 pub mod auth;
 pub mod client;
 pub mod delivery;
 pub mod interest;
 pub mod namespaces;
+pub mod queries;
 pub mod registration;
 pub mod transactions;
 
@@ -52,10 +54,9 @@ impl Appservices {
     }
 
     /// The first appservice (in configuration order) with a URL whose
-    /// exclusive namespace `claims` the id: the one to ask about an unknown
-    /// user or alias.
-    pub fn claimant(&self, claims: impl Fn(&Appservice) -> bool) -> Option<&Arc<Appservice>> {
-        self.all.iter().find(|appservice| appservice.url.is_some() && claims(appservice))
+    /// namespace `covers` an id: the one to ask about it when it is unknown.
+    pub fn responsible_for(&self, covers: impl Fn(&Appservice) -> bool) -> Option<&Arc<Appservice>> {
+        self.all.iter().find(|appservice| appservice.url.is_some() && covers(appservice))
     }
 }
 

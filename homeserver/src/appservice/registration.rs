@@ -127,10 +127,14 @@ fn parse(file: RegistrationFile, server_name: &ServerName) -> anyhow::Result<App
             Some(parsed)
         }
     };
-    let sender = UserId::parse_with_server_name(file.sender_localpart.as_str(), server_name)
-        .ok()
-        .filter(|user_id| user_id.server_name() == server_name && !file.sender_localpart.contains(':'))
-        .with_context(|| format!("sender_localpart {:?} is not a valid localpart", file.sender_localpart))?;
+    // The spec's localpart grammar for new users (ruma also accepts
+    // historical ids, which no new user may get).
+    let localpart = &file.sender_localpart;
+    let grammar = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c);
+    let sender = Some(localpart)
+        .filter(|localpart| !localpart.is_empty() && localpart.chars().all(grammar))
+        .and_then(|localpart| UserId::parse_with_server_name(localpart.as_str(), server_name).ok())
+        .with_context(|| format!("sender_localpart {localpart:?} is not a valid localpart"))?;
     let namespaces = Namespaces {
         users: compile("users", file.namespaces.users)?,
         aliases: compile("aliases", file.namespaces.aliases)?,

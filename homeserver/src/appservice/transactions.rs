@@ -1,6 +1,7 @@
 //! Forming an appservice's next transaction from one database's stream:
-//! the events, receipts and to-device messages at positions
-//! `(cursor, upto]` that are the appservice's (see `interest.rs`).
+//! the events, receipts, to-device messages and device-list changes at
+//! positions `(cursor, upto]` that are the appservice's (see
+//! `interest.rs`).
 //! Positions become visible in order (see "Stream positions"), so
 //! everything up to the head read first is there to be read.
 
@@ -13,7 +14,7 @@ use sqlx::PgPool;
 use super::{Appservice, interest::Interest};
 use crate::{
     server::Homeserver,
-    storage::{device_keys, events, receipts, stream, to_device, users},
+    storage::{device_keys, events, memberships, receipts, stream, to_device, users},
     sync::engine::receipt_event,
 };
 
@@ -42,7 +43,7 @@ pub async fn form(server: &Homeserver, appservice: &Appservice, db: &PgPool, fro
     };
     stored.retain(|event| event.stream_pos <= upto);
 
-    let mut interest = Interest::new(appservice, db);
+    let mut interest = Interest::new(server, appservice);
     let mut own_users = BTreeSet::new();
     let mut timeline = Vec::new();
     for event in &stored {
@@ -57,7 +58,8 @@ pub async fn form(server: &Homeserver, appservice: &Appservice, db: &PgPool, fro
     } else {
         (Vec::new(), Vec::new())
     };
-    if timeline.is_empty() && ephemeral.is_empty() && to_device.is_empty() {
+    let device_lists = if appservice.msc3202 { device_list_changes(server, db, &mut interest, from, upto).await? } else { Vec::new() };
+    if timeline.is_empty() && ephemeral.is_empty() && to_device.is_empty() && device_lists.is_empty() {
         return Ok(Some(Formed { upto, body: None }));
     }
 
@@ -69,6 +71,9 @@ pub async fn form(server: &Homeserver, appservice: &Appservice, db: &PgPool, fro
     }
     if !to_device.is_empty() {
         body["de.sorunome.msc2409.to_device"] = to_device.into();
+    }
+    if !device_lists.is_empty() {
+        body["org.matrix.msc3202.device_lists"] = json!({ "changed": device_lists });
     }
     if appservice.msc3202 {
         own_users.insert(appservice.sender.to_string());
@@ -112,6 +117,23 @@ async fn to_device(appservice: &Appservice, db: &PgPool, from: i64, upto: i64, o
         out.push(message);
     }
     Ok(out)
+}
+
+/// MSC3202: users of this database whose device lists changed and who
+/// are joined to a room of the appservice's, so its encryption layer
+/// queries their keys again. (`left` is not computed.)
+async fn device_list_changes(server: &Homeserver, db: &PgPool, interest: &mut Interest<'_>, from: i64, upto: i64) -> sqlx::Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for user in device_keys::device_lists_changed_in(db, from, upto).await? {
+        let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
+        for room_id in memberships::joined_rooms(server.db.user_shard(&user_id), &user_id).await? {
+            if interest.room(room_id.as_str()).await? {
+                changed.push(user);
+                break;
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// MSC3202: the one-time key counts and unused fallback key types of the

@@ -33,6 +33,7 @@ use ruma::{
 use serde_json::Value as JsonValue;
 
 use crate::{
+    appservice,
     http::{ApiError, ApiResult, Args, Authenticated, RouterExt},
     rooms::writer::rules_of,
     server::Homeserver,
@@ -143,7 +144,8 @@ async fn get_alias(server: Homeserver, args: Args<get_alias::v3::Request>) -> Ap
     if alias.server_name() != server.server_name() {
         return Err(not_found());
     }
-    let (room_id, _) = storage::aliases::resolve(server.db.alias_shard(alias), alias).await?.ok_or_else(not_found)?;
+    let resolved = appservice::queries::alias(&server, alias, || async { Ok(storage::aliases::resolve(server.db.alias_shard(alias), alias).await?) }).await?;
+    let (room_id, _) = resolved.ok_or_else(not_found)?;
     let room_id = OwnedRoomId::try_from(room_id).map_err(|err| ApiError::Internal(err.into()))?;
     Ok(get_alias::v3::Response::new(room_id, vec![server.server_name().to_owned()]))
 }

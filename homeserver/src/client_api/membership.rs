@@ -14,6 +14,7 @@ use ruma::{
 };
 
 use crate::{
+    appservice,
     http::{ApiError, ApiResult, Args, RouterExt},
     rooms::{membership::{MembershipRequest, change_membership}, visibility::HistoryAccess},
     server::Homeserver,
@@ -61,7 +62,8 @@ pub async fn resolve_room(server: &Homeserver, id_or_alias: &RoomOrAliasId) -> A
     match <&RoomId>::try_from(id_or_alias) {
         Ok(room_id) => Ok(room_id.to_owned()),
         Err(alias) => {
-            let (room_id, _) = aliases::resolve(server.db.alias_shard(alias), alias).await?.ok_or_else(|| ApiError::not_found("Room alias not found"))?;
+            let resolved = appservice::queries::alias(server, alias, || async { Ok(aliases::resolve(server.db.alias_shard(alias), alias).await?) }).await?;
+            let (room_id, _) = resolved.ok_or_else(|| ApiError::not_found("Room alias not found"))?;
             OwnedRoomId::try_from(room_id).map_err(|err| ApiError::Internal(err.into()))
         }
     }

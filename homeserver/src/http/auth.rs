@@ -2,10 +2,10 @@
 //! deprecated `access_token` query parameter) resolved to a user and device,
 //! and appservices' `as_token`s (see `appservice::auth`).
 
-use axum::extract::FromRequestParts;
-use http::request::Parts;
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use http::request::Parts;
 use ruma::{OwnedDeviceId, OwnedUserId};
 
 use super::error::{ApiError, ApiResult};

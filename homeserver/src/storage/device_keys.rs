@@ -220,3 +220,13 @@ pub async fn device_lists_changed(db: impl PgExecutor<'_>, users: &[String], aft
         .fetch_all(db)
         .await
 }
+
+/// Every user of the database whose device list changed at positions
+/// `(after, upto]` (an appservice transaction's range).
+pub async fn device_lists_changed_in(db: impl PgExecutor<'_>, after: i64, upto: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT user_id FROM device_list_updates WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos")
+        .bind(after)
+        .bind(upto)
+        .fetch_all(db)
+        .await
+}

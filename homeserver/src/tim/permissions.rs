@@ -20,6 +20,7 @@ use serde_json::Value as JsonValue;
 
 use super::accounts::AccountKind;
 use crate::{
+    appservice,
     http::{ApiError, ApiResult, Session},
     server::Homeserver,
     storage::{account_data, users},
@@ -139,7 +140,10 @@ pub async fn check_invite(server: &Homeserver, inviter: &Session, invitee: &User
         return Ok(());
     }
     let db = server.db.user_shard(invitee);
-    let invitee_kind = users::account_kind(db, invitee).await?.ok_or_else(|| ApiError::not_found(format!("Unknown user {invitee}")))?;
+    // An appservice may create the invitee when asked (a bridge's ghost).
+    let invitee_kind = appservice::queries::user(server, invitee, || async { Ok(users::account_kind(db, invitee).await?) })
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Unknown user {invitee}")))?;
     // A_25705 (AF_10233): insured persons never invite each other, whatever
     // their permission configs say.
     if inviter.kind.is_insured() && invitee_kind.is_insured() {
