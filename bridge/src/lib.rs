@@ -1,4 +1,5 @@
 //! `kim-bridge` as a library: the parts of the bridge that tests and tools
 //! use without running the application service.
 
+pub mod matrix;
 pub mod smime;

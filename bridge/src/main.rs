@@ -7,7 +7,10 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "KIM bridge for the TI-Messenger homeserver (application service)")]
+#[command(
+    version,
+    about = "KIM bridge for the TI-Messenger homeserver (application service)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,4 @@
+//! The bridge's side of Matrix: calls to the homeserver as the bridge bot or
+//! as a ghost (appservice identity assertion).
+
+pub mod client;
