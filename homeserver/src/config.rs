@@ -44,6 +44,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
     /// The TI-Messenger rules (see `tim/`).
     #[serde(default)]
     pub tim: TimConfig,
@@ -274,6 +276,27 @@ pub struct PushConfig {
     /// make the server POST to any address it reaches.
     #[serde(default)]
     pub allowed_gateways: Vec<String>,
+}
+
+/// Presence (see `presence/`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// A user who neither syncs nor sets presence for this long goes
+    /// offline. Longer than clients' long-poll timeout (30 s is usual), so a
+    /// connected client never flickers.
+    #[serde(default = "default_offline_after_secs")]
+    pub offline_after_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { offline_after_secs: default_offline_after_secs() }
+    }
+}
+
+fn default_offline_after_secs() -> u64 {
+    90
 }
 
 /// Application services: the registration files (the spec's YAML) of the
@@ -610,6 +633,7 @@ impl Config {
             media: MediaConfig::default(),
             metrics: MetricsConfig::default(),
             push: PushConfig::default(),
+            presence: PresenceConfig::default(),
             tim: TimConfig::default(),
             oidc: OidcConfig::default(),
             appservices: AppservicesConfig::default(),

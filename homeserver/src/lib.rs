@@ -9,6 +9,7 @@ pub mod e2ee;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod presence;
 pub mod push;
 pub mod rate_limit;
 pub mod rebalance;

@@ -11,6 +11,7 @@ use crate::{
     config::Config,
     media::MediaRepo,
     metrics::Metrics,
+    presence::{activity::Activity, sweeper::PresenceSweeper},
     push::{PushWorker, Wakeup},
     rate_limit::RateLimiter,
     redis_link::RedisLink,
@@ -29,6 +30,8 @@ pub struct Inner {
     pub signing_key: Ed25519KeyPair,
     pub notifier: Notifier,
     pub typing: Typing,
+    /// Users' last activity, which decides when they go offline.
+    pub activity: Activity,
     pub rate_limiter: RateLimiter,
     /// The link to the Redis the workers share; `None` for a single process.
     pub redis: Option<Arc<RedisLink>>,
@@ -66,9 +69,10 @@ impl Homeserver {
         let media = MediaRepo::open(&config.media, db.clone(), server_name.clone())?;
         let metrics = Metrics::new(&db);
         let redis = RedisLink::new(&config.redis, config.redis_prefix())?.map(Arc::new);
-        let (notifier, typing) = match &redis {
-            Some(link) => (Notifier::shared(), Typing::in_redis(link.clone())),
-            None => (Notifier::local(), Typing::in_memory()),
+        let offline_after = std::time::Duration::from_secs(config.presence.offline_after_secs);
+        let (notifier, typing, activity) = match &redis {
+            Some(link) => (Notifier::shared(), Typing::in_redis(link.clone()), Activity::in_redis(link.clone(), offline_after)),
+            None => (Notifier::local(), Typing::in_memory(), Activity::in_memory(offline_after)),
         };
         let rate_limiter = RateLimiter::new(config.rate_limits.clone(), redis.clone(), metrics.rate_limits.clone());
         let appservices = Appservices::load(&config.appservices.registration_files, &server_name)?;
@@ -82,6 +86,7 @@ impl Homeserver {
             signing_key,
             notifier,
             typing,
+            activity,
             rate_limiter,
             redis,
             media,
@@ -94,7 +99,7 @@ impl Homeserver {
     }
 
     /// Serves the Client-Server API on `listener` until `shutdown` resolves,
-    /// then finishes the requests in flight. The push and appservice tasks
+    /// then finishes the requests in flight. The push, presence and appservice tasks
     /// and (with Redis) the notifier's relay run alongside and stop after
     /// the last request, the relay publishing what those requests queued.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -102,6 +107,7 @@ impl Homeserver {
         let appservices = self.appservices.iter().any(|appservice| appservice.url.is_some()).then(|| AppserviceWorker::start(&self));
         let relay = Relay::start(&self);
         let repair = crate::rooms::user_index::RepairTask::start(&self);
+        let presence = PresenceSweeper::start(&self);
         let map_follower = crate::rebalance::follower::MapFollower::start(&self);
         let app = crate::http::router::build(self);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -115,6 +121,7 @@ impl Homeserver {
             appservices.stop().await;
         }
         repair.stop().await;
+        presence.stop().await;
         map_follower.stop().await;
         served?;
         Ok(())

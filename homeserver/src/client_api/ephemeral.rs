@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::{
     http::{ApiError, ApiResult, Args, RouterExt},
     server::Homeserver,
-    storage::{self, account_data, events, memberships, presence, push_actions, receipts},
+    storage::{self, account_data, events, memberships, presence::{self, StatusMsg}, push_actions, receipts},
 };
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -131,11 +131,12 @@ async fn get_presence_status(server: Homeserver, args: Args<get_presence::v3::Re
     let Some(row) = presence::get(server.db.user_shard(target), target).await? else {
         return Ok(get_presence::v3::Response::new(PresenceState::Offline));
     };
+    let last_active = server.activity.last_active(std::slice::from_ref(target)).await.and_then(|mut found| found.remove(target));
+    let (ago, currently_active) = crate::presence::activity_fields(&row.presence, row.last_active_ts, last_active, storage::now_ms());
     let mut response = get_presence::v3::Response::new(PresenceState::from(row.presence.as_str()));
     response.status_msg = row.status_msg;
-    let ago = storage::now_ms().saturating_sub(row.last_active_ts).max(0);
     response.last_active_ago = Some(Duration::from_millis(ago.unsigned_abs()));
-    response.currently_active = Some(row.presence == "online" && ago < 5 * 60 * 1000);
+    response.currently_active = Some(currently_active);
     Ok(response)
 }
 
@@ -144,19 +145,6 @@ async fn set_presence_status(server: Homeserver, args: Args<set_presence::v3::Re
     if args.body.user_id != session.user_id {
         return Err(ApiError::forbidden("You may only set your own presence"));
     }
-    update_presence(&server, &session.user_id, &args.body.presence, args.body.status_msg.as_deref()).await?;
+    crate::presence::set(&server, &session.user_id, &args.body.presence, StatusMsg::Set(args.body.status_msg.as_deref())).await?;
     Ok(set_presence::v3::Response::new())
-}
-
-/// Stores a presence change and wakes everyone who shares a room with the
-/// user (`/presence` and `/sync?set_presence=`).
-pub async fn update_presence(server: &Homeserver, user_id: &UserId, state: &PresenceState, status_msg: Option<&str>) -> ApiResult<()> {
-    let mut tx = server.db.user_shard(user_id).begin().await?;
-    let changed = presence::set(&mut tx, user_id, state.as_str(), status_msg).await?;
-    tx.commit().await?;
-    if changed {
-        let audience = crate::rooms::membership::users_sharing_rooms(server, user_id).await?;
-        server.notifier.notify_users(audience.iter());
-    }
-    Ok(())
 }

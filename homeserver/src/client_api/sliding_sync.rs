@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::Router;
 use ruma::{api::client::sync::sync_events::v5, presence::PresenceState};
 
-use super::ephemeral::update_presence;
 use crate::{
     http::{ApiResult, Args, RouterExt},
     server::Homeserver,
+    storage::presence::StatusMsg,
     sync::{
         sliding::{self, Connection, Pos},
         token::SyncToken,
@@ -28,7 +28,7 @@ async fn sync(server: Homeserver, args: Args<v5::Request>) -> ApiResult<v5::Resp
     let session = args.session()?;
     let request = &args.body;
     if request.set_presence != PresenceState::Offline {
-        update_presence(&server, &session.user_id, &request.set_presence, None).await?;
+        crate::presence::set(&server, &session.user_id, &request.set_presence, StatusMsg::Keep).await?;
     }
     // Subscribed and listening before the first read, so a commit in
     // between still wakes the long-poll.

@@ -11,12 +11,11 @@ use ruma::{
     presence::PresenceState,
 };
 
-use super::ephemeral::update_presence;
 use crate::{
     http::{ApiError, ApiResult, Args, RouterExt, raw_json},
     e2ee,
     server::Homeserver,
-    storage::account_data,
+    storage::{account_data, presence::StatusMsg},
     sync::{engine, filter, token::{StreamRange, SyncToken}},
 };
 
@@ -38,7 +37,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         Some(_) => FilterDefinition::default(),
     };
     if request.set_presence != PresenceState::Offline {
-        update_presence(&server, &session.user_id, &request.set_presence, None).await?;
+        crate::presence::set(&server, &session.user_id, &request.set_presence, StatusMsg::Keep).await?;
     }
 
     let max_wait = Duration::from_millis(server.config.limits.max_sync_timeout_ms);

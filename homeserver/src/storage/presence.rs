@@ -12,24 +12,32 @@ pub struct PresenceRow {
     pub stream_pos: i64,
 }
 
-/// Stores a presence change; a repeated identical state takes no new stream
-/// position and refreshes `last_active_ts` at most once a minute (so idle
-/// `/sync?set_presence=online` loops do not churn).
-pub async fn set(conn: &mut PgConnection, user_id: &UserId, presence: &str, status_msg: Option<&str>) -> sqlx::Result<bool> {
-    let unchanged: Option<bool> = sqlx::query_scalar(
-        "SELECT presence = $2 AND status_msg IS NOT DISTINCT FROM $3 FROM presence WHERE user_id = $1",
-    )
-    .bind(user_id.as_str())
-    .bind(presence)
-    .bind(status_msg)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if unchanged == Some(true) {
-        sqlx::query("UPDATE presence SET last_active_ts = $2 WHERE user_id = $1 AND last_active_ts < $2 - 60000")
-            .bind(user_id.as_str())
-            .bind(super::now_ms())
-            .execute(conn)
-            .await?;
+/// What a presence change does to the status message.
+#[derive(Clone, Copy, Debug)]
+pub enum StatusMsg<'a> {
+    /// Leave it (`/sync?set_presence=`, going offline for inactivity).
+    Keep,
+    /// Replace it (`PUT /presence`; `None` clears it).
+    Set(Option<&'a str>),
+}
+
+/// Stores a presence state; returns whether it changed. Only a change takes
+/// a stream position and a write: activity itself is not stored here (see
+/// `presence/`), so the syncs of connected clients do not write at all.
+/// `last_active_ts` is the time of the last change.
+pub async fn set(conn: &mut PgConnection, user_id: &UserId, presence: &str, status_msg: StatusMsg<'_>) -> sqlx::Result<bool> {
+    let current: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT presence, status_msg FROM presence WHERE user_id = $1").bind(user_id.as_str()).fetch_optional(&mut *conn).await?;
+    let status_msg = match (status_msg, &current) {
+        (StatusMsg::Set(status_msg), _) => status_msg,
+        (StatusMsg::Keep, Some((_, kept))) => kept.as_deref(),
+        (StatusMsg::Keep, None) => None,
+    };
+    if current.as_ref().is_some_and(|(state, kept)| state == presence && kept.as_deref() == status_msg) {
+        return Ok(false);
+    }
+    if current.is_none() && presence == "offline" && status_msg.is_none() {
+        // Never seen means offline already.
         return Ok(false);
     }
     let pos = super::stream::advance(conn).await?;
@@ -46,6 +54,16 @@ pub async fn set(conn: &mut PgConnection, user_id: &UserId, presence: &str, stat
     .execute(conn)
     .await?;
     Ok(true)
+}
+
+/// Up to `limit` users after `after` (in user id order) whose state is not
+/// `offline`.
+pub async fn present(db: impl PgExecutor<'_>, after: &str, limit: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT user_id FROM presence WHERE presence <> 'offline' AND user_id > $1 ORDER BY user_id LIMIT $2")
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Option<PresenceRow>> {

@@ -419,10 +419,13 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
         let users: Vec<String> = users.iter().map(ToString::to_string).collect();
         rows.extend(presence::changed_since(&shard.pool, &users, since).await?.into_iter().filter(|row| row.stream_pos <= upto));
     }
+    let changed: Vec<OwnedUserId> = rows.iter().filter_map(|row| OwnedUserId::try_from(row.user_id.as_str()).ok()).collect();
+    let last_active = server.activity.last_active(&changed).await.unwrap_or_default();
     Ok(rows
         .into_iter()
         .map(|row| {
-            let ago = (now - row.last_active_ts).max(0);
+            let active = OwnedUserId::try_from(row.user_id.as_str()).ok().and_then(|user| last_active.get(&user).copied());
+            let (ago, currently_active) = crate::presence::activity_fields(&row.presence, row.last_active_ts, active, now);
             raw_json(&json!({
                 "type": "m.presence",
                 "sender": row.user_id,
@@ -430,7 +433,7 @@ async fn presence_events(server: &Homeserver, window: &Window<'_>, joined: &[&Us
                     "presence": row.presence,
                     "status_msg": row.status_msg,
                     "last_active_ago": ago,
-                    "currently_active": row.presence == "online" && ago < 300_000,
+                    "currently_active": currently_active,
                 },
             }))
         })
