@@ -10,7 +10,10 @@
 //! Running: `cargo nextest run -p kim-bridge --test crypto`, with
 //! PostgreSQL at `HOMESERVER_TEST_DATABASE_URL` (see the harness).
 
+// The homeserver's own harness; not rustfmt's to format from here (the
+// homeserver keeps its own line width).
 #[path = "../../homeserver/tests/common/mod.rs"]
+#[rustfmt::skip]
 mod common;
 
 use std::{
