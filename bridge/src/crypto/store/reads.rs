@@ -294,10 +294,10 @@ impl CryptoStore for PgCryptoStore {
     }
 
     async fn load_backup_keys(&self) -> Result<BackupKeys> {
-        let mut keys = BackupKeys::default();
-        keys.backup_version = self.value(names::BACKUP_VERSION).await?;
-        keys.decryption_key = self.value(names::BACKUP_DECRYPTION_KEY).await?;
-        Ok(keys)
+        Ok(BackupKeys {
+            decryption_key: self.value(names::BACKUP_DECRYPTION_KEY).await?,
+            backup_version: self.value(names::BACKUP_VERSION).await?,
+        })
     }
 
     async fn load_dehydrated_device_pickle_key(&self) -> Result<Option<DehydratedDeviceKey>> {
