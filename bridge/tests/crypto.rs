@@ -207,6 +207,10 @@ struct Bridge {
     /// retried by the homeserver).
     crypto: Arc<Mutex<Option<Arc<BridgeCrypto>>>>,
     events: Arc<Mutex<Vec<Value>>>,
+    /// Transactions the bridge could not take (none may happen here).
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Users named in the transactions' MSC3202 `device_lists.changed`.
+    device_list_changes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Bridge {
@@ -255,14 +259,26 @@ async fn transaction(
     let Some(crypto) = crypto else {
         return StatusCode::SERVICE_UNAVAILABLE;
     };
-    let extras: TransactionExtras = match serde_json::from_value(body.clone()) {
-        Ok(extras) => extras,
-        Err(err) => panic!("the homeserver's transaction has unreadable E2EE extras: {err}"),
+    let taken = match serde_json::from_value::<TransactionExtras>(body.clone()) {
+        Ok(extras) => crypto
+            .receive_transaction_extras(extras)
+            .await
+            .map_err(|err| err.to_string()),
+        Err(err) => Err(format!("unreadable E2EE extras: {err}")),
     };
-    if let Err(err) = crypto.receive_transaction_extras(extras).await {
-        tracing::warn!(%err, "transaction extras failed; the homeserver will retry");
+    if let Err(err) = taken {
+        bridge.errors.lock().expect("lock").push(err);
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
+    let changed = body["org.matrix.msc3202.device_lists"]["changed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    bridge.device_list_changes.lock().expect("lock").extend(
+        changed
+            .iter()
+            .filter_map(|user| user.as_str().map(str::to_owned)),
+    );
     let events = body["events"].as_array().cloned().unwrap_or_default();
     bridge.events.lock().expect("lock").extend(events);
     StatusCode::OK
@@ -358,116 +374,188 @@ async fn alice_reads(alice: &Client, room_id: &RoomId, body: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_ghost_talks_with_a_member_in_an_encrypted_room_across_a_bridge_restart() {
-    let bridge = Bridge::default();
-    let url = bridge.start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registration_file = dir.path().join("kim.yaml");
-    std::fs::write(&registration_file, registration(&url)).expect("writing the registration");
-    let server = TestServer::start_with(|config| {
-        config.appservices.registration_files = vec![registration_file]
-    })
-    .await;
+/// A homeserver with the bridge registered as an appservice, the bridge's
+/// crypto on a database of its own, a ghost with its device, and Alice's
+/// encrypted room with the ghost joined.
+struct Scene {
+    server: TestServer,
+    bridge: Bridge,
+    pool: PgPool,
+    client: HomeserverClient,
+    alice: Client,
+    room: matrix_sdk::Room,
+    room_id: OwnedRoomId,
+    ghost_id: OwnedUserId,
+    ghost: Arc<BridgeDevice>,
+    members: Vec<OwnedUserId>,
+    _database: TestDatabase,
+    _dir: tempfile::TempDir,
+}
 
-    let database = TestDatabase::create().await;
-    let pool = PgPool::connect(database.url())
-        .await
-        .expect("the bridge's database");
-    migrate(&pool).await;
-    let client = HomeserverClient::new(&server.base_url(), AS_TOKEN).expect("homeserver client");
-    *bridge.crypto.lock().expect("lock") = Some(Arc::new(
-        BridgeCrypto::new(pool.clone(), client.clone(), &STORE_KEY)
+impl Scene {
+    async fn new() -> Self {
+        let bridge = Bridge::default();
+        let url = bridge.start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registration_file = dir.path().join("kim.yaml");
+        std::fs::write(&registration_file, registration(&url)).expect("writing the registration");
+        let server = TestServer::start_with(|config| {
+            config.appservices.registration_files = vec![registration_file]
+        })
+        .await;
+
+        let database = TestDatabase::create().await;
+        let pool = PgPool::connect(database.url())
             .await
-            .expect("opening the crypto"),
-    ));
+            .expect("the bridge's database");
+        migrate(&pool).await;
+        let client =
+            HomeserverClient::new(&server.base_url(), AS_TOKEN).expect("homeserver client");
+        let crypto = BridgeCrypto::new(pool.clone(), client.clone(), &STORE_KEY)
+            .await
+            .expect("opening the crypto");
+        *bridge.crypto.lock().expect("lock") = Some(Arc::new(crypto));
 
-    // The ghost exists and has its device (created through MSC4190).
-    let as_api = server.api_as(AS_TOKEN);
-    let registered = as_api.post("/_matrix/client/v3/register", json!({ "type": "m.login.application_service", "username": "kim_praxis", "inhibit_login": true })).await;
-    assert_eq!(registered.ok()["user_id"], GHOST);
-    let ghost_id: OwnedUserId = GHOST.try_into().expect("user id");
-    let ghost = bridge
-        .crypto()
-        .device(&ghost_id)
-        .await
-        .expect("the ghost's device");
-    let (device_id, identity_key) = (ghost.device_id().to_owned(), ghost.identity_key());
+        // The ghost exists and has its device (created through MSC4190).
+        let registered = server
+            .api_as(AS_TOKEN)
+            .post("/_matrix/client/v3/register", json!({ "type": "m.login.application_service", "username": "kim_praxis", "inhibit_login": true }))
+            .await;
+        assert_eq!(registered.ok()["user_id"], GHOST);
+        let ghost_id: OwnedUserId = GHOST.try_into().expect("user id");
+        let ghost = bridge
+            .crypto()
+            .device(&ghost_id)
+            .await
+            .expect("the ghost's device");
 
-    // Alice's encrypted room with the ghost.
-    let alice = server.matrix_client("alice").await;
-    common::matrix::sync_now(&alice).await;
-    let encryption = serde_json::from_value(json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } })).expect("state event");
-    let request = assign!(create_room::v3::Request::new(), { invite: vec![ghost_id.clone()], initial_state: vec![encryption] });
-    let room = alice.create_room(request).await.expect("createRoom");
-    let room_id: OwnedRoomId = room.room_id().to_owned();
-    as_api
-        .post(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/join?user_id={}",
-                enc(room_id.as_str()),
-                enc(GHOST)
-            ),
-            json!({}),
-        )
-        .await
-        .ok();
-    sync_until(&alice, SOON, "the ghost's join", |response| {
-        response.rooms.joined.get(&room_id).is_some_and(|room| {
-            room.timeline.events.iter().any(|event| {
-                let event: Value = serde_json::from_str(event.raw().json().get()).expect("JSON");
-                event["type"] == "m.room.member" && event["state_key"] == GHOST
+        // Alice's encrypted room with the ghost.
+        let alice = server.matrix_client("alice").await;
+        common::matrix::sync_now(&alice).await;
+        let encryption = serde_json::from_value(json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }))
+            .expect("state event");
+        let request = assign!(create_room::v3::Request::new(), { invite: vec![ghost_id.clone()], initial_state: vec![encryption] });
+        let room = alice.create_room(request).await.expect("createRoom");
+        let room_id: OwnedRoomId = room.room_id().to_owned();
+        let join = format!(
+            "/_matrix/client/v3/rooms/{}/join?user_id={}",
+            enc(room_id.as_str()),
+            enc(GHOST)
+        );
+        server.api_as(AS_TOKEN).post(&join, json!({})).await.ok();
+        sync_until(&alice, SOON, "the ghost's join", |response| {
+            response.rooms.joined.get(&room_id).is_some_and(|room| {
+                room.timeline.events.iter().any(|event| {
+                    let event: Value =
+                        serde_json::from_str(event.raw().json().get()).expect("JSON");
+                    event["type"] == "m.room.member" && event["state_key"] == GHOST
+                })
             })
         })
-    })
-    .await;
-    let members = [
-        alice.user_id().expect("logged in").to_owned(),
-        ghost_id.clone(),
-    ];
+        .await;
+        let members = vec![
+            alice.user_id().expect("logged in").to_owned(),
+            ghost_id.clone(),
+        ];
+        Self {
+            server,
+            bridge,
+            pool,
+            client,
+            alice,
+            room,
+            room_id,
+            ghost_id,
+            ghost,
+            members,
+            _database: database,
+            _dir: dir,
+        }
+    }
+
+    /// The ghost encrypts `body` and sends it into the room.
+    async fn ghost_writes(&self, body: &str) {
+        ghost_writes(
+            &self.client,
+            &self.ghost,
+            &self.room_id,
+            &self.members,
+            body,
+        )
+        .await;
+    }
+
+    /// Every transaction the bridge got was taken.
+    fn assert_no_failed_transactions(&self) {
+        let errors = self.bridge.errors.lock().expect("lock").clone();
+        assert!(
+            errors.is_empty(),
+            "the bridge failed transactions: {errors:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ghost_talks_with_a_member_in_an_encrypted_room_across_a_bridge_restart() {
+    let mut scene = Scene::new().await;
+    let (device_id, identity_key) = (
+        scene.ghost.device_id().to_owned(),
+        scene.ghost.identity_key(),
+    );
 
     // Member → ghost, ghost → member.
-    room.send(RoomMessageEventContent::text_plain("Bitte um Befund"))
+    scene
+        .room
+        .send(RoomMessageEventContent::text_plain("Bitte um Befund"))
         .await
         .expect("sending");
-    ghost_reads(&bridge, &ghost, &room_id, "Bitte um Befund").await;
-    ghost_writes(&client, &ghost, &room_id, &members, "Befund folgt").await;
-    alice_reads(&alice, &room_id, "Befund folgt").await;
+    ghost_reads(
+        &scene.bridge,
+        &scene.ghost,
+        &scene.room_id,
+        "Bitte um Befund",
+    )
+    .await;
+    scene.ghost_writes("Befund folgt").await;
+    alice_reads(&scene.alice, &scene.room_id, "Befund folgt").await;
 
     // The bridge restarts: everything it knew comes back from PostgreSQL.
-    drop(ghost);
-    bridge.crypto.lock().expect("lock").take();
-    let reopened = BridgeCrypto::new(pool.clone(), client.clone(), &STORE_KEY)
+    scene.bridge.crypto.lock().expect("lock").take();
+    let reopened = BridgeCrypto::new(scene.pool.clone(), scene.client.clone(), &STORE_KEY)
         .await
         .expect("reopening the crypto");
-    *bridge.crypto.lock().expect("lock") = Some(Arc::new(reopened));
-    let ghost = bridge
+    *scene.bridge.crypto.lock().expect("lock") = Some(Arc::new(reopened));
+    scene.ghost = scene
+        .bridge
         .crypto()
-        .device(&ghost_id)
+        .device(&scene.ghost_id)
         .await
         .expect("the ghost's device again");
     assert_eq!(
-        (ghost.device_id(), ghost.identity_key()),
+        (scene.ghost.device_id(), scene.ghost.identity_key()),
         (&*device_id, identity_key),
         "the same device and identity"
     );
 
-    room.send(RoomMessageEventContent::text_plain("Nach dem Neustart"))
+    scene
+        .room
+        .send(RoomMessageEventContent::text_plain("Nach dem Neustart"))
         .await
         .expect("sending");
-    ghost_reads(&bridge, &ghost, &room_id, "Nach dem Neustart").await;
-    ghost_writes(
-        &client,
-        &ghost,
-        &room_id,
-        &members,
-        "Auch nach dem Neustart",
+    ghost_reads(
+        &scene.bridge,
+        &scene.ghost,
+        &scene.room_id,
+        "Nach dem Neustart",
     )
     .await;
-    alice_reads(&alice, &room_id, "Auch nach dem Neustart").await;
+    scene.ghost_writes("Auch nach dem Neustart").await;
+    alice_reads(&scene.alice, &scene.room_id, "Auch nach dem Neustart").await;
 
     // No second device, and what was stored is ciphertext.
-    let devices = as_api
+    let devices = scene
+        .server
+        .api_as(AS_TOKEN)
         .get(&format!(
             "/_matrix/client/v3/devices?user_id={}",
             enc(GHOST)
@@ -482,7 +570,7 @@ async fn a_ghost_talks_with_a_member_in_an_encrypted_room_across_a_bridge_restar
     assert_eq!(listed, [device_id.as_str()], "{devices}");
     let account: Vec<u8> = sqlx::query_scalar("SELECT value FROM crypto_values JOIN crypto_stores USING (store_id) WHERE user_id = $1 AND name = 'account'")
         .bind(GHOST)
-        .fetch_one(&pool)
+        .fetch_one(&scene.pool)
         .await
         .expect("the stored account");
     let account = String::from_utf8_lossy(&account);
@@ -490,5 +578,75 @@ async fn a_ghost_talks_with_a_member_in_an_encrypted_room_across_a_bridge_restar
         account.contains("ciphertext") && !account.contains("pickle"),
         "the account is stored encrypted: {account}"
     );
-    pool.close().await;
+    scene.assert_no_failed_transactions();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_new_device_gets_the_ghosts_room_key_after_a_device_list_change() {
+    let scene = Scene::new().await;
+    // The ghost has encrypted once: it tracks Alice's devices.
+    scene.ghost_writes("Erste Antwort").await;
+    alice_reads(&scene.alice, &scene.room_id, "Erste Antwort").await;
+
+    // Alice logs in on a phone (its keys uploaded by the first sync). The
+    // homeserver tells the bridge (MSC3202 device_lists.changed), so the
+    // ghost queries Alice's devices again and shares the room key with the
+    // phone, too.
+    let phone = scene
+        .server
+        .matrix_login("alice", &common::password_of("alice"))
+        .await;
+    common::matrix::sync_now(&phone).await;
+    let alice_id = scene.members[0].as_str();
+    let deadline = Instant::now() + SOON;
+    while !scene
+        .bridge
+        .device_list_changes
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|user| user == alice_id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no device list change of Alice reached the bridge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The change may arrive before the phone's keys were uploaded: the ghost
+    // writes until the phone reads one.
+    for attempt in 1.. {
+        let body = format!("Für alle Geräte {attempt}");
+        scene.ghost_writes(&body).await;
+        if decrypts_within(&phone, &scene.room_id, &body, Duration::from_secs(3)).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Alice's phone never got the ghost's room key"
+        );
+    }
+    scene.assert_no_failed_transactions();
+}
+
+/// Whether `client` decrypts a message with `body` within `within`.
+async fn decrypts_within(client: &Client, room_id: &RoomId, body: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let response = common::matrix::sync_once(client, Duration::from_millis(500)).await;
+        if response.rooms.joined.get(room_id).is_some_and(|room| {
+            room.timeline
+                .events
+                .iter()
+                .filter(|event| event.encryption_info().is_some())
+                .any(|event| {
+                    let event: Value =
+                        serde_json::from_str(event.raw().json().get()).expect("JSON");
+                    event["content"]["body"] == body
+                })
+        }) {
+            return true;
+        }
+    }
+    false
 }

@@ -152,7 +152,10 @@ impl BridgeDevice {
     }
 
     /// Decrypts an `m.room.encrypted` event of `room_id` (as the homeserver
-    /// delivered it) into the event its sender encrypted.
+    /// delivered it) into the event its sender encrypted. Fails with
+    /// [`CryptoError::Megolm`] (`MissingRoomKey`) while the room key has not
+    /// arrived: it comes as a to-device message, possibly in a later
+    /// transaction, so a caller retries after the next one.
     pub async fn decrypt(
         &self,
         room_id: &RoomId,

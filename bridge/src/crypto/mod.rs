@@ -51,7 +51,7 @@ use ruma::{
     DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId,
     api::client::sync::sync_events::DeviceLists, events::AnyToDeviceEvent, serde::Raw,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, OnceCell};
 
@@ -81,8 +81,9 @@ pub enum CryptoError {
 
 /// The E2EE parts of an appservice transaction (the homeserver sends the
 /// unstable names of MSC2409 and MSC3202; the stable ones are accepted too).
-/// Deserialize it from the transaction's body.
-#[derive(Debug, Default, Deserialize)]
+/// Deserialize it from the transaction's body (other fields are ignored);
+/// it serializes back to the same shape, for a bridge that queues it.
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct TransactionExtras {
     /// To-device messages for the bridge's devices, each with `to_user_id`
     /// and `to_device_id`.
@@ -111,6 +112,16 @@ pub struct TransactionExtras {
     )]
     pub unused_fallback_key_types:
         BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Vec<OneTimeKeyAlgorithm>>>,
+}
+
+impl TransactionExtras {
+    /// Nothing for the bridge's devices in this transaction.
+    pub fn is_empty(&self) -> bool {
+        self.to_device.is_empty()
+            && self.device_lists.is_empty()
+            && self.one_time_keys_counts.is_empty()
+            && self.unused_fallback_key_types.is_empty()
+    }
 }
 
 /// The devices of every bridge user, sharing one database and one
