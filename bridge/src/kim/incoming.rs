@@ -270,7 +270,7 @@ fn mailboxes(address: Option<&mail_parser::Address<'_>>) -> Vec<Mailbox> {
         .collect()
 }
 
-/// Cuts the Clientmodul's status trailer: a line of five or more `-` followed only by
+/// Line ends become `\n`, and the Clientmodul's status trailer is cut: a line of five or more `-` followed only by
 /// lines it writes ("Die Nachricht wurde entschlüsselt.", "Die Signatur wurde …").
 fn strip_trailer(body: &str) -> (String, Option<String>) {
     let lines: Vec<&str> = body.lines().collect();
@@ -293,7 +293,7 @@ fn strip_trailer(body: &str) -> (String, Option<String>) {
             return (text, Some(after.join("\n")));
         }
     }
-    (body.trim_end().to_owned(), None)
+    (lines.join("\n").trim_end().to_owned(), None)
 }
 
 fn service_kind(dienstkennung: Option<&Dienstkennung>) -> MailKind {
