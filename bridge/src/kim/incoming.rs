@@ -231,7 +231,10 @@ pub fn parse(raw: &[u8]) -> Result<IncomingMail, ParseError> {
         dienstkennung,
         text,
         trailer,
-        html: (message.html_body_count() > 0 && !message.html_bodies().all(|p| p.is_text()))
+        // mail-parser converts between text and HTML; only a real text/html part counts.
+        html: message
+            .html_bodies()
+            .any(|part| part.is_text_html())
             .then(|| message.body_html(0).map(|h| h.into_owned()))
             .flatten(),
         attachments: attachments(&message, is_report),
@@ -548,6 +551,86 @@ mod tests {
             }]
         );
         assert!(recipients[0].is_failure());
+    }
+
+    #[test]
+    fn clientmodul_error_mail_names_the_original() {
+        let raw = concat!(
+            "From: insurer@insurer.kim.telematik-test\r\n",
+            "To: insurer@insurer.kim.telematik-test\r\n",
+            "Subject: Die Nachricht konnte nicht verschluesselt werden\r\n",
+            "Message-ID: <err-1@insurer.kim.telematik-test>\r\n",
+            "X-KIM-Fehlermeldung: 4004\r\n",
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n",
+            "\r\n",
+            "--b\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+            "\r\n",
+            "Fuer praxis@practice.kim.telematik-test fehlt ein Zertifikat.\r\n",
+            "--b\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "\r\n",
+            "From: insurer@insurer.kim.telematik-test\r\n",
+            "To: praxis@practice.kim.telematik-test\r\n",
+            "Message-ID: <orig-1@insurer.kim.telematik-test>\r\n",
+            "X-KIM-Dienstkennung: KIM-Mail;Default;V1.0\r\n",
+            "Subject: Hallo\r\n",
+            "\r\n",
+            "Hallo\r\n",
+            "--b--\r\n",
+        );
+        let mail = parse(raw.as_bytes()).unwrap();
+        let MailKind::ClientmodulError(report) = &mail.kind else {
+            panic!("{:?}", mail.kind)
+        };
+        assert_eq!(
+            report.original_message_id.as_deref(),
+            Some("orig-1@insurer.kim.telematik-test")
+        );
+        assert!(
+            report.text.contains("fehlt ein Zertifikat"),
+            "{}",
+            report.text
+        );
+        assert!(
+            report.text.contains("4004: message not encryptable"),
+            "{}",
+            report.text
+        );
+        assert!(
+            mail.attachments.is_empty(),
+            "the original is part of the report"
+        );
+    }
+
+    #[test]
+    fn out_of_office_and_forwarded_mail_in_a_chat() {
+        let raw = "From: a@x.kim.telematik-test\r\nX-KIM-Dienstkennung: KIM-Mail;Abwesend;V1.0\r\nSubject: Abwesend\r\n\r\nBis Montag.\r\n";
+        let mail = parse(raw.as_bytes()).unwrap();
+        assert_eq!(mail.kind, MailKind::OutOfOffice);
+        assert_eq!(mail.text, "Bis Montag.");
+    }
+
+    #[test]
+    fn html_alternative_of_a_client_mail_is_kept() {
+        let from = KimAddress::parse("a@insurer.kim.telematik-test").unwrap();
+        let to = KimAddress::parse("b@practice.kim.telematik-test").unwrap();
+        let mut mail =
+            super::super::outgoing::ClientMail::new(from, vec![to], "S".into(), "plain".into());
+        let sender = super::super::outgoing::SenderSystem {
+            sendersystem: "p;1".into(),
+            support: "s@insurer.kim.telematik-test".into(),
+            middleware: "m;1".into(),
+            ti_user_agent: "u".into(),
+            max_decoded_size: 1000,
+        };
+        let plain = parse(&mail.render(&sender).unwrap()).unwrap();
+        assert_eq!(plain.html, None);
+        mail.html = Some("<p>rich</p>".into());
+        let rich = parse(&mail.render(&sender).unwrap()).unwrap();
+        assert_eq!(rich.text, "plain");
+        assert_eq!(rich.html.as_deref(), Some("<p>rich</p>"));
     }
 
     #[test]

@@ -92,3 +92,40 @@ fn too_long(max_len: usize) -> io::Error {
         format!("server sent a line longer than {max_len} bytes"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_end_of_stream_is_an_error() {
+        let (mut server, client) = tokio::io::duplex(64 * 1024);
+        let mut conn = LineConnection::new(client, Duration::from_secs(5));
+        server.write_all(b"+OK hi\r\nbare lf\n").await.unwrap();
+        server.write_all(&vec![b'x'; 5000]).await.unwrap();
+        server.write_all(b"\r\n").await.unwrap();
+        assert_eq!(conn.read_line(100).await.unwrap(), b"+OK hi");
+        assert_eq!(conn.read_line(100).await.unwrap(), b"bare lf");
+        let err = conn.read_line(100).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        let (mut server, client) = tokio::io::duplex(1024);
+        let mut conn = LineConnection::new(client, Duration::from_secs(5));
+        server.write_all(b"+OK cut off").await.unwrap();
+        drop(server);
+        let err = conn.read_line(100).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn data_ahead_of_a_tls_handshake_is_refused() {
+        let (mut server, client) = tokio::io::duplex(1024);
+        let mut conn = LineConnection::new(client, Duration::from_secs(5));
+        server
+            .write_all(b"220 go ahead\r\n250 injected\r\n")
+            .await
+            .unwrap();
+        assert_eq!(conn.read_line(100).await.unwrap(), b"220 go ahead");
+        assert!(conn.into_stream().is_err());
+    }
+}

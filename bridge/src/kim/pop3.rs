@@ -89,6 +89,14 @@ pub struct Pop3Session {
     max_message_size: usize,
 }
 
+impl fmt::Debug for Pop3Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pop3Session")
+            .field("max_message_size", &self.max_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pop3Session {
     /// Connects, protects the connection as configured and logs in.
     pub async fn connect(config: &Pop3Config) -> Result<Self, Pop3Error> {
