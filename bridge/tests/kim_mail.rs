@@ -194,8 +194,7 @@ async fn wrong_password_is_a_permanent_535() {
     pop3.password = "wrong".into();
     let error = Pop3Session::connect(&pop3)
         .await
-        .err()
-        .expect("login must fail");
+        .expect_err("login must fail");
     assert!(matches!(error, Pop3Error::Auth(_)), "{error}");
 }
 
@@ -314,8 +313,7 @@ async fn a_different_certificate_than_the_pinned_one_is_refused() {
         let config = server.pop3_pinned(&practice, security, Pop3Auth::UserPass, other.clone());
         let error = Pop3Session::connect(&config)
             .await
-            .err()
-            .expect("must refuse");
+            .expect_err("must refuse");
         assert!(
             matches!(error, Pop3Error::Connect(ConnectError::Tls(..))),
             "{error}"

@@ -368,10 +368,10 @@ fn parse_delivery_status(body: &str) -> Vec<RecipientStatus> {
                 value.push(' ');
                 value.push_str(line.trim());
             }
-        } else if let Some((name, value)) = line.split_once(':') {
-            if let Some(group) = groups.last_mut() {
-                group.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-            }
+        } else if let Some((name, value)) = line.split_once(':')
+            && let Some(group) = groups.last_mut()
+        {
+            group.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
     }
     let without_type = |v: &str| match v.split_once(';') {
