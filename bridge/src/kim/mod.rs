@@ -17,6 +17,21 @@
 //! crate exists. Both read the server line by line with hard limits, so a hostile server
 //! can make a call fail but never panic or exhaust memory.
 
+//! Where the API differs from the first sketch, and why:
+//! - `IncomingMail::from`/`to`/`cc` are [`incoming::Mailbox`]es (name + address as written),
+//!   not `KimAddress`es: DSNs come from `MAILER-DAEMON@…`, and a malformed sender must still
+//!   be shown; [`incoming::Mailbox::kim_address`] validates when the bridge needs a ghost.
+//! - Message-IDs are stored without angle brackets everywhere (`ClientMail::message_id`,
+//!   `IncomingMail::message_id`, `in_reply_to`, `references`, report `original_message_id`),
+//!   so the bridge can compare them directly.
+//! - [`smtp::SmtpSender::send`] returns `Err` only for local problems (the mail cannot be
+//!   rendered, bad configuration); everything the network or the server says is a
+//!   [`smtp::SendOutcome`], including TLS failures (temporary, stage `Tls`).
+//! - The verdict texts live in [`verification`] (own module: they are a table of the spec).
+//! - The Konnektor context for the usernames is [`username::MailboxContext`]; the SMTP and
+//!   POP3 endpoints share [`tls::Endpoint`] (flattened into [`smtp::SmtpConfig`] and
+//!   [`pop3::Pop3Config`]).
+
 pub mod address;
 pub mod incoming;
 pub mod outgoing;

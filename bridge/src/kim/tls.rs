@@ -238,3 +238,44 @@ impl ServerCertVerifier for PinnedCertificate {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str, security: Security, trust: Option<ServerTrust>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port: 25,
+            security,
+            trust,
+            tls_server_name: None,
+            connect_timeout_secs: 1,
+            io_timeout_secs: 1,
+        }
+    }
+
+    #[test]
+    fn plain_text_only_to_a_loopback_clientmodul() {
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            let e = endpoint(host, Security::PlainLoopbackOnly, None);
+            assert!(matches!(e.tls_connector(), Ok(None)), "{host}");
+        }
+        for host in ["10.0.0.1", "clientmodul.example", "127.0.0.1.example"] {
+            let e = endpoint(host, Security::PlainLoopbackOnly, None);
+            assert!(
+                matches!(e.tls_connector(), Err(ConnectError::Config(_))),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_needs_a_trust_anchor_that_exists() {
+        let e = endpoint("127.0.0.1", Security::StartTls, None);
+        assert!(matches!(e.tls_connector(), Err(ConnectError::Config(_))));
+        let missing = ServerTrust::PinnedCertificate("/nonexistent/cert.pem".into());
+        let e = endpoint("127.0.0.1", Security::ImplicitTls, Some(missing));
+        assert!(matches!(e.tls_connector(), Err(ConnectError::Config(_))));
+    }
+}
