@@ -199,7 +199,7 @@ pub fn new_message_id(from: &KimAddress) -> String {
 mod tests {
     use super::*;
 
-    pub(crate) fn sender() -> SenderSystem {
+    fn sender() -> SenderSystem {
         SenderSystem {
             sendersystem: "TI-M KIM-Bridge;0.1.0".into(),
             support: "support@insurer.kim.telematik-test".into(),
