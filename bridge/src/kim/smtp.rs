@@ -618,6 +618,48 @@ mod tests {
         assert_eq!(dot_stuff(b"x\r\n"), b"x\r\n.\r\n");
     }
 
+    async fn reply_to(server_says: &[u8]) -> std::io::Result<Reply> {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, client) = tokio::io::duplex(64 * 1024);
+        server.write_all(server_says).await.unwrap();
+        drop(server);
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 25,
+            security: Security::PlainLoopbackOnly,
+            trust: None,
+            tls_server_name: None,
+            connect_timeout_secs: 1,
+            io_timeout_secs: 1,
+        };
+        Client::new(client, &endpoint).read_reply().await
+    }
+
+    #[tokio::test]
+    async fn replies_are_parsed_and_hostile_ones_refused() {
+        let reply = reply_to(b"553-5.7.1 no encryption\r\n553 5.7.1 certificate\r\n")
+            .await
+            .unwrap();
+        assert_eq!(reply.code, 553);
+        assert_eq!(reply.enhanced.as_deref(), Some("5.7.1"));
+        assert_eq!(reply.text, "no encryption\ncertificate");
+        assert!(reply.is_permanent_failure());
+        for hostile in [
+            &b"250-a\r\n550 b\r\n"[..],
+            b"2x0 what\r\n",
+            b"999 out of range\r\n",
+            b"250_bad separator\r\n",
+            b"250-never ends\r\n",
+            b"",
+        ] {
+            assert!(reply_to(hostile).await.is_err(), "{hostile:?}");
+        }
+        let endless = b"250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        assert!(reply_to(&endless).await.is_err());
+        let long = [b"250 ".as_slice(), &[b'x'; MAX_REPLY_LINE + 1], b"\r\n"].concat();
+        assert!(reply_to(&long).await.is_err());
+    }
+
     #[test]
     fn capabilities_from_ehlo() {
         let c = Capabilities::parse("mx Hello\nPIPELINING\nSIZE 10240000\nAUTH PLAIN LOGIN\nDSN");
