@@ -2,5 +2,6 @@
 //! use without running the application service.
 
 pub mod crypto;
+pub mod kim;
 pub mod matrix;
 pub mod smime;

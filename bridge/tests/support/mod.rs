@@ -1,0 +1,3 @@
+//! Shared helpers of the bridge's integration tests (each test binary declares `mod support;`).
+
+pub mod mail_server;
