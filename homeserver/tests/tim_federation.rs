@@ -1,9 +1,10 @@
 //! The TI-M federation list (`tim::federation_list`): a signed list served
 //! by a real HTTP endpoint on loopback playing the VZD, signed in the test
 //! with a generated CA and ES256 or brainpoolP256r1 leaf keys (OpenSSL).
-//! Requirement ids as gematik's repositories quote them: A_25534 (only
-//! domains on the federation list), A_25705 (no insured-to-insured
-//! invites, remote insured persons by `isInsurance`), the 72 h rule.
+//! The rules are `shared/TI-MESSENGER.md`'s "Federation list" (only listed
+//! domains, the 72 h rule; gematik's public test suite names no requirement
+//! id for them) and A_25705 (no insured-to-insured invites, remote insured
+//! persons by `isInsurance`).
 
 mod common;
 
@@ -182,7 +183,7 @@ async fn invite(api: &common::api::Api, room_id: &str, user_id: &str) -> common:
 }
 
 #[tokio::test]
-async fn a_25534_only_domains_on_the_federation_list_are_invited() {
+async fn only_domains_on_the_federation_list_are_invited() {
     let signer = Signer::new("ES256");
     let (server, vzd, _dir, _vzd_task) = server_with_vzd(signer.sign(&federation_list(7, &[])), 7, &signer.ca_pem()).await;
     let staff = server.api_as(&server.register_user("sabine").await.access_token);

@@ -176,7 +176,7 @@ async fn a_run_holds_the_lease_of_its_database() {
     // Another worker's run holds the lease: this one skips the database.
     let hs = server.server();
     let mut holder = sqlx::PgConnection::connect_with(&hs.db.global().connect_options()).await.unwrap();
-    let key: i64 = 0x7265_7465_6e;
+    let key = retention::LEASE.key;
     let _: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut holder).await.unwrap();
     let reports = retention::run_all(hs, false, now_ms()).await.unwrap();
     assert!(reports[0].is_none());

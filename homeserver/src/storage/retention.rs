@@ -1,12 +1,14 @@
 //! The retention job's queries (`tim::retention`): rooms a rule applies to,
-//! found on one database at a time, and the deletion of a room's rows.
+//! found on one database at a time, each with the room's stream position
+//! when it was judged (read in the same statement), and the deletion of a
+//! room's rows.
 
 use sqlx::{PgConnection, PgExecutor};
 
 /// Rooms whose newest event is older than `before_ts`.
-pub async fn inactive_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT r.room_id FROM rooms r JOIN events e ON e.room_id = r.room_id AND e.event_id = r.last_event_id \
+pub async fn inactive_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT r.room_id, r.last_stream_pos FROM rooms r JOIN events e ON e.room_id = r.room_id AND e.event_id = r.last_event_id \
          WHERE e.origin_server_ts < $1 ORDER BY r.room_id",
     )
     .bind(before_ts)
@@ -16,9 +18,9 @@ pub async fn inactive_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Re
 
 /// Rooms created before `before_ts` that nobody but their creator ever
 /// joined and that hold only state events.
-pub async fn orphaned_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT r.room_id FROM rooms r WHERE r.created_ts < $1 \
+pub async fn orphaned_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT r.room_id, r.last_stream_pos FROM rooms r WHERE r.created_ts < $1 \
          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.room_id = r.room_id AND e.state_key IS NULL) \
          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.room_id = r.room_id AND e.event_type = 'm.room.member' \
                          AND e.state_key <> r.creator AND e.pdu->'content'->>'membership' = 'join') \
@@ -31,10 +33,11 @@ pub async fn orphaned_rooms(db: impl PgExecutor<'_>, before_ts: i64) -> sqlx::Re
 
 /// Every room with its joined and invited members (the insured-only rule
 /// judges them all).
-pub async fn rooms_with_members(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, Vec<String>)>> {
+pub async fn rooms_with_members(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, i64, Vec<String>)>> {
     sqlx::query_as(
-        "SELECT room_id, array_agg(user_id ORDER BY user_id) FROM room_memberships \
-         WHERE membership IN ('join', 'invite') GROUP BY room_id ORDER BY room_id",
+        "SELECT m.room_id, r.last_stream_pos, array_agg(m.user_id ORDER BY m.user_id) \
+         FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id \
+         WHERE m.membership IN ('join', 'invite') GROUP BY m.room_id, r.last_stream_pos ORDER BY m.room_id",
     )
     .fetch_all(db)
     .await
@@ -50,9 +53,9 @@ pub async fn last_membership_change(db: impl PgExecutor<'_>, room_id: &str) -> s
 
 /// Rooms whose newest event is a leave the retention job wrote (`reason`):
 /// a run that stopped between removing the members and the purge.
-pub async fn interrupted_purges(db: impl PgExecutor<'_>, reason: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT r.room_id FROM rooms r JOIN events e ON e.room_id = r.room_id AND e.event_id = r.last_event_id \
+pub async fn interrupted_purges(db: impl PgExecutor<'_>, reason: &str) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT r.room_id, r.last_stream_pos FROM rooms r JOIN events e ON e.room_id = r.room_id AND e.event_id = r.last_event_id \
          WHERE e.event_type = 'm.room.member' AND e.pdu->'content'->>'membership' = 'leave' AND e.pdu->'content'->>'reason' = $1 \
          ORDER BY r.room_id",
     )
@@ -61,14 +64,9 @@ pub async fn interrupted_purges(db: impl PgExecutor<'_>, reason: &str) -> sqlx::
     .await
 }
 
-/// The room's stream position now (its newest event's).
-pub async fn room_position(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT last_stream_pos FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(db).await
-}
-
 /// Events after `after_pos` other than leaves with `reason`: what happened
 /// in the room since the job judged it (the job's own leaves aside).
-pub async fn events_since(conn: &mut PgConnection, room_id: &str, after_pos: i64, reason: &str) -> sqlx::Result<i64> {
+pub async fn events_since(db: impl PgExecutor<'_>, room_id: &str, after_pos: i64, reason: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE room_id = $1 AND stream_pos > $2 \
          AND (event_type <> 'm.room.member' OR pdu->'content'->>'reason' IS DISTINCT FROM $3)",
@@ -76,7 +74,7 @@ pub async fn events_since(conn: &mut PgConnection, room_id: &str, after_pos: i64
     .bind(room_id)
     .bind(after_pos)
     .bind(reason)
-    .fetch_one(conn)
+    .fetch_one(db)
     .await
 }
 

@@ -323,9 +323,10 @@ impl FederationLists {
     }
 }
 
-/// The invite rules that need the list (A_25534: only domains on the
-/// federation list; A_25705: insured persons do not invite insured persons,
-/// a remote one being a user of an `isInsurance` domain). Invitees on this
+/// The invite rules that need the list (`TI-MESSENGER.md` "Federation
+/// list": only listed domains, not with a list older than 72 h; A_25705:
+/// insured persons do not invite insured persons, a remote one being a user
+/// of an `isInsurance` domain). Invitees on this
 /// server are always allowed here (their own rules are in `permissions`).
 pub async fn check_remote_invitee(server: &Homeserver, inviter_kind: AccountKind, domain: &str) -> ApiResult<()> {
     if domain.eq_ignore_ascii_case(server.server_name().as_str()) {

@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// The retention lease of a database (advisory lock key "reten").
-const LEASE: Lease = Lease { key: 0x7265_7465_6e, name: "retention" };
+pub const LEASE: Lease = Lease { key: 0x0072_6574_656e, name: "retention" };
 /// The reason of the leaves the job writes; also how an interrupted run is
 /// recognised.
 pub const REASON: &str = "Removed by the server's retention policy (TI-Messenger)";
@@ -105,11 +105,13 @@ pub async fn run_database(server: &Homeserver, shard: &Shard, dry_run: bool, now
     let policy = &server.config.tim.retention;
     let days = |days: u64| i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS);
     let mut report = RunReport { database: shard.index, ..RunReport::default() };
-    let mut judged: Vec<(String, Rule)> = Vec::new();
-    let mut add = |rooms: Vec<String>, rule: Rule| {
-        for room in rooms {
-            if !judged.iter().any(|(known, _)| *known == room) {
-                judged.push((room, rule));
+    // Each room with its position when judged and the first rule that
+    // applies.
+    let mut judged: Vec<(String, i64, Rule)> = Vec::new();
+    let mut add = |rooms: Vec<(String, i64)>, rule: Rule| {
+        for (room, position) in rooms {
+            if !judged.iter().any(|(known, ..)| *known == room) {
+                judged.push((room, position, rule));
             }
         }
     };
@@ -119,14 +121,14 @@ pub async fn run_database(server: &Homeserver, shard: &Shard, dry_run: bool, now
     let grace_ms = i64::try_from(policy.insured_only_grace_hours).unwrap_or(i64::MAX).saturating_mul(3_600_000);
     add(insured_only_rooms(server, shard, now_ms.saturating_sub(grace_ms)).await?, Rule::InsuredOnly);
 
-    for (room, rule) in judged {
+    for (room, judged_at, rule) in judged {
         let Ok(room_id) = OwnedRoomId::try_from(room) else { continue };
         if dry_run {
             tracing::info!(%room_id, rule = rule.label(), dry_run, "retention would purge the room");
             report.rooms.push((room_id, rule));
             continue;
         }
-        match purge_room(server, &room_id).await {
+        match purge_room(server, &room_id, judged_at).await {
             Ok(Some((removed, events))) => {
                 tracing::info!(%room_id, rule = rule.label(), members_removed = removed, events_deleted = events, "retention purged the room");
                 server.metrics.tim.retention.purged(rule.label(), events);
@@ -165,11 +167,11 @@ pub async fn run_database(server: &Homeserver, shard: &Shard, dry_run: bool, now
 /// Rooms whose joined and invited members are all insured persons (local
 /// ones with a KVNR, remote ones on an `isInsurance` domain of a current
 /// federation list) and whose members have not changed since `before_ts`.
-async fn insured_only_rooms(server: &Homeserver, shard: &Shard, before_ts: i64) -> anyhow::Result<Vec<String>> {
+async fn insured_only_rooms(server: &Homeserver, shard: &Shard, before_ts: i64) -> anyhow::Result<Vec<(String, i64)>> {
     let now = storage::now_ms();
     let mut kinds: HashMap<String, bool> = HashMap::new();
     let mut rooms = Vec::new();
-    for (room, members) in queries::rooms_with_members(&shard.pool).await? {
+    for (room, position, members) in queries::rooms_with_members(&shard.pool).await? {
         let mut all_insured = !members.is_empty();
         for member in &members {
             if !all_insured {
@@ -186,7 +188,7 @@ async fn insured_only_rooms(server: &Homeserver, shard: &Shard, before_ts: i64) 
             all_insured &= insured;
         }
         if all_insured && queries::last_membership_change(&shard.pool, &room).await?.is_some_and(|changed| changed < before_ts) {
-            rooms.push(room);
+            rooms.push((room, position));
         }
     }
     Ok(rooms)
@@ -203,11 +205,15 @@ async fn is_insured(server: &Homeserver, member: &str, now_ms: i64) -> anyhow::R
     Ok(server.federation_list.standing(user_id.server_name().as_str(), now_ms) == Standing::Federated { is_insurance: true })
 }
 
-/// Step 1 and 2 of the module doc. `None` when the room changed meanwhile
-/// (it stays; the members who left stay left).
-async fn purge_room(server: &Homeserver, room_id: &RoomId) -> ApiResult<Option<(u64, u64)>> {
+/// Step 1 and 2 of the module doc for a room judged at its position
+/// `judged_at`. `None` when the room changed since (it stays; members who
+/// left stay left).
+async fn purge_room(server: &Homeserver, room_id: &RoomId, judged_at: i64) -> ApiResult<Option<(u64, u64)>> {
     let room_db = server.db.room_shard(room_id);
-    let Some(judged_at) = queries::room_position(room_db, room_id.as_str()).await? else { return Ok(Some((0, 0))) };
+    // Checked before anyone is removed, and again under the room's lock.
+    if queries::events_since(room_db, room_id.as_str(), judged_at, REASON).await? > 0 {
+        return Ok(None);
+    }
     let mut removed = 0;
     for member in memberships::members_with(room_db, room_id, &["join", "invite", "knock"]).await? {
         if member.server_name() != server.server_name() {
