@@ -314,6 +314,8 @@ async fn an_unchanged_list_is_answered_with_204_and_a_new_version_replaces_it() 
     let staff = server.api_as(&server.register_user("sabine").await.access_token);
     let room_id = staff.create_room(json!({})).await;
     invite(&staff, &room_id, "@neo:new.example").await.ok();
+    // Whichever worker fetched it, the others take it from the database.
+    hs.federation_list.refresh(&hs.db, false).await.unwrap();
     assert_eq!(hs.federation_list.current().unwrap().list.version, 8);
     let version: i64 = sqlx::query_scalar("SELECT version FROM tim_federation_list").fetch_one(hs.db.global()).await.unwrap();
     assert_eq!(version, 8);
