@@ -28,7 +28,7 @@ use std::{
 use anyhow::Context as _;
 use jsonschema::Validator;
 use serde::Deserialize;
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 pub use self::verify::{TrustAnchors, VerifyError};
 use super::accounts::AccountKind;
@@ -354,31 +354,28 @@ pub async fn check_remote_invitee(server: &Homeserver, inviter_kind: AccountKind
 
 /// Every worker's refresh loop: at start, then every `refresh_interval`.
 pub struct FederationListRefresher {
-    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl FederationListRefresher {
     pub fn start(server: &Homeserver) -> Option<Self> {
         server.federation_list.source.as_ref()?;
-        let (stop, mut stopped) = watch::channel(false);
         let server = server.clone();
         let task = tokio::spawn(async move {
             loop {
                 if let Err(err) = server.federation_list.refresh(&server.db, false).await {
                     tracing::warn!(error = %format!("{err:#}"), "refreshing the federation list failed");
                 }
-                tokio::select! {
-                    _ = stopped.wait_for(|stop| *stop) => return,
-                    () = tokio::time::sleep(server.federation_list.refresh_interval) => {}
-                }
+                tokio::time::sleep(server.federation_list.refresh_interval).await;
             }
         });
-        Some(Self { stop, task })
+        Some(Self { task })
     }
 
+    /// Stops the loop, abandoning a fetch in flight (a hanging VZD must not
+    /// hold up shutdown; the stored list is replaced in one statement).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.task.abort();
         let _ = self.task.await;
     }
 }

@@ -30,7 +30,7 @@
 use std::{collections::HashMap, time::{Duration, Instant}};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use super::{accounts::AccountKind, federation_list::Standing};
 use crate::{
@@ -257,36 +257,30 @@ async fn leave(server: &Homeserver, room_id: &RoomId, member: &UserId) -> ApiRes
 /// Every worker's retention loop: one task per database, running the job
 /// when it is due and nobody else runs it.
 pub struct RetentionWorker {
-    stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RetentionWorker {
     pub fn start(server: &Homeserver) -> Self {
-        let (stop, stopped) = watch::channel(false);
         let tasks = (0..server.db.shard_count())
             .map(|index| {
-                let (server, mut stopped) = (server.clone(), stopped.clone());
+                let server = server.clone();
                 tokio::spawn(async move {
                     loop {
                         if let Err(err) = run_when_due(&server, index).await {
                             tracing::warn!(database = index, error = %format!("{err:#}"), "retention run failed");
                         }
-                        tokio::select! {
-                            _ = stopped.wait_for(|stop| *stop) => return,
-                            () = tokio::time::sleep(CHECK_INTERVAL) => {}
-                        }
+                        tokio::time::sleep(CHECK_INTERVAL).await;
                     }
                 })
             })
             .collect();
-        Self { stop, tasks }
+        Self { tasks }
     }
 
-    /// Stops the loops; a run in flight is abandoned (the next run finishes
-    /// what it began).
+    /// Stops the loops; a run in flight is abandoned (its open transaction
+    /// rolls back; the next run finishes what it began).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
         for task in self.tasks {
             task.abort();
             let _ = task.await;
