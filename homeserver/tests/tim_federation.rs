@@ -356,3 +356,33 @@ async fn a_list_not_refreshed_for_72_hours_stops_remote_invites() {
     server.register_user("tom").await;
     invite(&staff, &room_id, &common::user_id("tom")).await.ok();
 }
+
+#[tokio::test]
+async fn an_offline_setup_reads_the_list_from_a_file() {
+    let signer = Signer::new("BP256R1");
+    let dir = tempfile::tempdir().unwrap();
+    let (list_path, anchor_path) = (dir.path().join("federationList.jws"), dir.path().join("ti-ca.pem"));
+    std::fs::write(&list_path, signer.sign(&federation_list(5, &[]))).unwrap();
+    std::fs::write(&anchor_path, signer.ca_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.tim.federation_list.file = Some(list_path.clone());
+        config.tim.federation_list.trust_anchor = Some(anchor_path);
+        config.tim.retention.enabled = false;
+    })
+    .await;
+    let staff = server.api_as(&server.register_user("sabine").await.access_token);
+    let room_id = staff.create_room(json!({})).await;
+    invite(&staff, &room_id, "@anna:listed.example").await.ok();
+    invite(&staff, &room_id, "@neo:new.example").await.assert_error(403, "M_FORBIDDEN");
+
+    // The operator drops in a newer list; it counts as refreshed when the
+    // file was written.
+    std::fs::write(&list_path, signer.sign(&federation_list(6, &[json!({ "domain": "new.example", "telematikID": "1-new", "isInsurance": false })]))).unwrap();
+    let hs = server.server();
+    hs.federation_list.refresh(&hs.db, true).await.unwrap();
+    let loaded = hs.federation_list.current().unwrap();
+    assert_eq!(loaded.list.version, 6);
+    let written = std::fs::metadata(&list_path).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert_eq!(loaded.refreshed_ms, written);
+    assert!(hs.federation_list.is_federated("new.example"));
+}
