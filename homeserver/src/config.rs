@@ -320,12 +320,129 @@ pub struct TimConfig {
     /// gematik's ePA schema; checked at start.
     #[serde(default = "default_insured_permission_config")]
     pub default_insured_permission_config: serde_json::Value,
+    /// Where the signed federation list comes from (`tim/federation_list.rs`).
+    #[serde(default)]
+    pub federation_list: FederationListConfig,
+    /// What the retention job deletes, and when (`tim/retention.rs`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 impl Default for TimConfig {
     fn default() -> Self {
-        Self { default_insured_permission_config: default_insured_permission_config() }
+        Self {
+            default_insured_permission_config: default_insured_permission_config(),
+            federation_list: FederationListConfig::default(),
+            retention: RetentionConfig::default(),
+        }
     }
+}
+
+/// The TI-Messenger federation list: from the VZD (`url`, with the
+/// provider's OAuth token) or from a file the operator replaces (offline
+/// setups). Without either, no remote domain is federated: invites of
+/// remote users are refused.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationListConfig {
+    /// `https://…/tim-provider-services/FederationList/federationList.jws`;
+    /// `?version=N` is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The provider's OAuth access token for the VZD (sent as Bearer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// A `federationList.jws` on disk, instead of `url`; it counts as
+    /// refreshed when it was last modified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// PEM file with the TI CA certificate(s) the signer's `x5c` chain must
+    /// lead to. Required with `url` or `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_anchor: Option<PathBuf>,
+    /// How often every worker asks the VZD for a newer list.
+    #[serde(default = "default_federation_refresh_secs")]
+    pub refresh_interval_secs: u64,
+    /// A list not confirmed for this long is not trusted (TI-M: 72 h).
+    #[serde(default = "default_federation_max_age_hours")]
+    pub max_age_hours: u64,
+}
+
+impl Default for FederationListConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            access_token: None,
+            file: None,
+            trust_anchor: None,
+            refresh_interval_secs: default_federation_refresh_secs(),
+            max_age_hours: default_federation_max_age_hours(),
+        }
+    }
+}
+
+fn default_federation_refresh_secs() -> u64 {
+    3600
+}
+
+fn default_federation_max_age_hours() -> u64 {
+    72
+}
+
+/// `[tim.retention]`: the retention job (one worker per database at a
+/// time, under a lease). Periods in days (hours for the grace period).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Run the job in `serve` (the CLI `retention run` works either way).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often each database is scanned.
+    #[serde(default = "default_retention_interval_minutes")]
+    pub interval_minutes: u64,
+    /// A room whose newest event is older than this is purged (TI-M: six
+    /// months).
+    #[serde(default = "default_inactive_room_days")]
+    pub inactive_room_days: u64,
+    /// A room where only its creator ever joined and nothing but state was
+    /// sent is purged when older than this.
+    #[serde(default = "default_orphaned_room_days")]
+    pub orphaned_room_days: u64,
+    /// Local users leave a room whose members are all insured persons once
+    /// it has been so (no membership change) for this long.
+    #[serde(default = "default_insured_only_grace_hours")]
+    pub insured_only_grace_hours: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_minutes: default_retention_interval_minutes(),
+            inactive_room_days: default_inactive_room_days(),
+            orphaned_room_days: default_orphaned_room_days(),
+            insured_only_grace_hours: default_insured_only_grace_hours(),
+        }
+    }
+}
+
+fn default_retention_interval_minutes() -> u64 {
+    60
+}
+
+/// Six months.
+fn default_inactive_room_days() -> u64 {
+    183
+}
+
+/// Six weeks, as famedly's synapse-invite-checker purges state-only rooms.
+fn default_orphaned_room_days() -> u64 {
+    42
+}
+
+/// One week, famedly's default for insured-only rooms.
+fn default_insured_only_grace_hours() -> u64 {
+    168
 }
 
 /// Everyone may invite a new insured person until they choose otherwise
@@ -564,7 +681,9 @@ impl Config {
         // wherever the server was started.
         if let Some(dir) = path.parent() {
             let registrations = config.appservices.registration_files.iter_mut();
-            for relative in [&mut config.signing_key_path, &mut config.media.store_path].into_iter().chain(registrations) {
+            let federation = &mut config.tim.federation_list;
+            let federation = [&mut federation.file, &mut federation.trust_anchor].into_iter().flatten();
+            for relative in [&mut config.signing_key_path, &mut config.media.store_path].into_iter().chain(registrations).chain(federation) {
                 if relative.is_relative() {
                     *relative = dir.join(&*relative);
                 }

@@ -77,6 +77,23 @@ enum Command {
         #[arg(long)]
         to: usize,
     },
+    /// TI-M retention (`[tim.retention]`): purge inactive and orphaned
+    /// rooms, take local users out of insured-only rooms.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// One run over every database now (a database a worker is running it
+    /// on is skipped).
+    Run {
+        /// Only list the rooms the rules apply to; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn init_logging() {
@@ -156,6 +173,28 @@ async fn main() -> anyhow::Result<()> {
                     moved.frozen.as_millis(),
                     moved.epoch
                 );
+            }
+            Ok(())
+        }
+        Command::Retention { command: RetentionCommand::Run { dry_run } } => {
+            let server = Homeserver::start(Config::load(&cli.config)?).await?;
+            let reports = homeserver::tim::retention::run_all(&server, dry_run, homeserver::storage::now_ms()).await?;
+            for (database, report) in reports.iter().enumerate() {
+                let Some(report) = report else {
+                    println!("database {database}: a worker is running retention now; skipped");
+                    continue;
+                };
+                let verb = if dry_run { "would purge" } else { "purged" };
+                println!(
+                    "database {database}: {verb} {} rooms, {} members removed, {} events deleted, {} skipped",
+                    report.rooms.len(),
+                    report.members_removed,
+                    report.events_deleted,
+                    report.skipped.len()
+                );
+                for (room_id, rule) in &report.rooms {
+                    println!("  {room_id}\t{rule:?}");
+                }
             }
             Ok(())
         }

@@ -18,6 +18,7 @@ use crate::{
     signing_key,
     storage::{Db, users},
     sync::{notifier::Notifier, relay::Relay, typing::Typing},
+    tim::{federation_list::{FederationListRefresher, FederationLists}, retention::RetentionWorker},
 };
 
 /// Cheap-to-clone handle on everything a request handler needs.
@@ -44,6 +45,8 @@ pub struct Inner {
     pub oidc: RelyingParty,
     /// The registered application services (the KIM bridge).
     pub appservices: Appservices,
+    /// The TI-M federation list: which remote domains may be invited.
+    pub federation_list: FederationLists,
     server_name: OwnedServerName,
 }
 
@@ -80,6 +83,10 @@ impl Homeserver {
             // The sender acts from the first request on; it has no password.
             users::create(db.user_shard(&appservice.sender), &appservice.sender, None, false, None).await?;
         }
+        let federation_list = FederationLists::new(&config.tim.federation_list, metrics.tim.federation_list.clone())?;
+        if let Err(err) = federation_list.load_stored(&db).await {
+            tracing::warn!(error = %format!("{err:#}"), "the stored federation list does not verify; waiting for a refresh");
+        }
         Ok(Self(Arc::new(Inner {
             config,
             db,
@@ -94,6 +101,7 @@ impl Homeserver {
             metrics,
             oidc: RelyingParty::new()?,
             appservices,
+            federation_list,
             server_name,
         })))
     }
@@ -109,6 +117,8 @@ impl Homeserver {
         let repair = crate::rooms::user_index::RepairTask::start(&self);
         let presence = PresenceSweeper::start(&self);
         let map_follower = crate::rebalance::follower::MapFollower::start(&self);
+        let federation_list = FederationListRefresher::start(&self);
+        let retention = self.config.tim.retention.enabled.then(|| RetentionWorker::start(&self));
         let app = crate::http::router::build(self);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)
@@ -123,6 +133,12 @@ impl Homeserver {
         repair.stop().await;
         presence.stop().await;
         map_follower.stop().await;
+        if let Some(federation_list) = federation_list {
+            federation_list.stop().await;
+        }
+        if let Some(retention) = retention {
+            retention.stop().await;
+        }
         served?;
         Ok(())
     }

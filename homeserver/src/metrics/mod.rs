@@ -9,6 +9,7 @@
 
 mod db_pool;
 pub mod http;
+pub mod tim;
 
 use std::{fmt, time::Instant};
 
@@ -18,7 +19,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use self::{db_pool::DbPoolCollector, http::RequestMetrics};
+use self::{db_pool::DbPoolCollector, http::RequestMetrics, tim::TimMetrics};
 use crate::storage::Db;
 
 /// Every metric this worker exports.
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub sync: SyncMetrics,
     pub events: EventMetrics,
     pub rate_limits: RateLimitMetrics,
+    /// The federation list and the retention job.
+    pub tim: TimMetrics,
     /// 1 while the notifier's relay has a working Redis connection (always
     /// 0 without Redis): alert on 0 where Redis is configured.
     pub redis_connected: Gauge,
@@ -41,6 +44,7 @@ impl Metrics {
         let sync = SyncMetrics::register(&mut registry);
         let events = EventMetrics::register(&mut registry);
         let rate_limits = RateLimitMetrics::register(&mut registry);
+        let tim = TimMetrics::register(&mut registry);
         let redis_connected = Gauge::default();
         registry.register(
             "redis_connected",
@@ -48,7 +52,7 @@ impl Metrics {
             redis_connected.clone(),
         );
         registry.register_collector(Box::new(DbPoolCollector::new(db.clone())));
-        Self { registry, http, sync, events, rate_limits, redis_connected }
+        Self { registry, http, sync, events, rate_limits, tim, redis_connected }
     }
 
     /// Every metric in the OpenMetrics text format, `# EOF` included.

@@ -82,6 +82,8 @@ pub const UNSHARDED_TABLES: &[&str] = &[
     "admin_register_nonces",
     "oidc_sessions",
     "insured_kvnrs",
+    "tim_federation_list",
+    "tim_retention_runs",
 ];
 
 /// Identity columns and serials of moved tables: the target's counters

@@ -31,6 +31,20 @@ pub struct Lease {
     pub name: &'static str,
 }
 
+impl Lease {
+    /// Runs `work` once while holding this lease of `pool`'s database, for
+    /// periodic work that needs no standing holder (the retention job);
+    /// `None` when someone else holds it. Released by closing the lock's
+    /// connection, also when `work` fails.
+    pub async fn run_once<T>(self, pool: &PgPool, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<Option<T>> {
+        let mut connection = PgConnection::connect_with(&pool.connect_options()).await.context("opening the lease connection")?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(self.key).fetch_one(&mut connection).await?;
+        let result = if taken { work.await.map(Some) } else { Ok(None) };
+        connection.close().await?;
+        result
+    }
+}
+
 /// The running tasks of one kind of leased work in this worker; dropping
 /// the handle stops them too.
 pub struct LeasedTasks {

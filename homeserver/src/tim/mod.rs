@@ -9,8 +9,14 @@
 //! - [`room_rules`]: room versions, room creation, state, reactions,
 //!   threads, redactions, the public room directory.
 //! - [`privacy`]: profile lookups.
+//! - [`federation_list`]: the signed list of TI-M domains: which remote
+//!   users may be invited, and which are insured persons.
+//! - [`retention`]: the background job that deletes inactive and orphaned
+//!   rooms and takes local users out of insured-only rooms.
 
 pub mod accounts;
+pub mod federation_list;
 pub mod permissions;
 pub mod privacy;
+pub mod retention;
 pub mod room_rules;

@@ -18,7 +18,7 @@ use ruma::UserId;
 use serde::{Deserialize, de::IgnoredAny};
 use serde_json::Value as JsonValue;
 
-use super::accounts::AccountKind;
+use super::{accounts::AccountKind, federation_list};
 use crate::{
     appservice,
     http::{ApiError, ApiResult, Session},
@@ -133,11 +133,13 @@ impl PermissionConfig {
 }
 
 /// Whether `inviter` may invite `invitee` (createRoom's `invite` and
-/// `/invite`); 403 `M_FORBIDDEN` when not. Remote invitees are their own
-/// server's to judge; unknown local ones are 404.
+/// `/invite`); 403 `M_FORBIDDEN` when not. Remote invitees must be on a
+/// domain of the federation list (and not an insurer's when the inviter is
+/// insured); their permission config is their own server's to judge.
+/// Unknown local invitees are 404.
 pub async fn check_invite(server: &Homeserver, inviter: &Session, invitee: &UserId) -> ApiResult<()> {
     if invitee.server_name() != server.server_name() {
-        return Ok(());
+        return federation_list::check_remote_invitee(server, inviter.kind, invitee.server_name().as_str()).await;
     }
     let db = server.db.user_shard(invitee);
     // An appservice may create the invitee when asked (a bridge's ghost).
