@@ -10,13 +10,8 @@ use sqlx::PgPool;
 use tokio::{sync::Notify, task::JoinSet};
 
 use crate::{
-    appservice,
-    config::Config,
-    dispatch,
-    matrix::client::HomeserverClient,
-    portal::{address::KimAddress, ghost_id},
-    status::Status,
-    store,
+    appservice, config::Config, dispatch, inbound, kim::address::KimAddress, kim::smtp::SmtpSender,
+    matrix::client::HomeserverClient, outbound, portal::ghost_id, status::Status, store,
 };
 
 /// What every part of the bridge shares; cheap to clone.
@@ -55,7 +50,6 @@ impl Bridge {
             user_id,
             &self.config.homeserver.server_name,
         )
-        .filter(|address| self.config.is_kim_domain(address))
     }
 
     pub fn ghost_of(&self, address: &KimAddress) -> OwnedUserId {
@@ -107,7 +101,11 @@ impl RunningBridge {
                 tracing::error!(%error, "the appservice server stopped");
             }
         });
+        let smtp = SmtpSender::new(bridge.config.mailbox.smtp.clone())
+            .context("the SMTP configuration")?;
         tasks.spawn(dispatch::run(bridge.clone()));
+        tasks.spawn(outbound::worker::run(bridge.clone(), smtp));
+        tasks.spawn(inbound::run(bridge.clone()));
         tracing::info!(%address, "KIM bridge running");
         Ok(Self {
             bridge,

@@ -10,7 +10,7 @@ use anyhow::{Context as _, ensure};
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
 use serde::Deserialize;
 
-use crate::portal::address::KimAddress;
+use crate::kim::{address::KimAddress, outgoing::SenderSystem, pop3::Pop3Config, smtp::SmtpConfig};
 
 /// The whole config file.
 #[derive(Clone, Debug, Deserialize)]
@@ -74,9 +74,12 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct MailboxConfig {
     pub address: KimAddress,
-    /// Domain suffixes accepted as KIM addresses (ghosts, `!kim invite`).
-    #[serde(default = "default_kim_domains")]
-    pub kim_domains: Vec<String>,
+    /// The Clientmodul's SMTP side (sending).
+    pub smtp: SmtpConfig,
+    /// The Clientmodul's POP3 side (receiving).
+    pub pop3: Pop3Config,
+    /// How the bridge names itself in every mail (mandatory KIM headers).
+    pub sender_system: SenderSystem,
     /// Names shown for KIM addresses (lowercase address → display name);
     /// others are shown as their address.
     #[serde(default)]
@@ -143,12 +146,6 @@ fn default_ghost_prefix() -> String {
 }
 fn default_max_connections() -> u32 {
     8
-}
-fn default_kim_domains() -> Vec<String> {
-    vec![
-        ".kim.telematik".to_owned(),
-        ".kim.telematik-test".to_owned(),
-    ]
 }
 fn default_poll_interval() -> u64 {
     30
@@ -234,14 +231,6 @@ impl Config {
             .cloned()
             .unwrap_or_else(|| address.to_string())
     }
-
-    /// Whether `address` ends in one of the configured KIM domains.
-    pub fn is_kim_domain(&self, address: &KimAddress) -> bool {
-        self.mailbox
-            .kim_domains
-            .iter()
-            .any(|suffix| address.domain().ends_with(suffix.as_str()))
-    }
 }
 
 /// The commented example `generate-config` writes.
@@ -279,12 +268,40 @@ max_connections = 8
 [mailbox]
 # The insurer's KIM address; every mail is sent from it and fetched for it.
 address = "versicherung@kasse.kim.telematik"
-# Which domains count as KIM addresses.
-kim_domains = [".kim.telematik", ".kim.telematik-test"]
+
 
 # Names shown for KIM addresses (otherwise the address itself).
 [mailbox.display_names]
 "praxis.mueller@praxis.kim.telematik" = "Praxis Dr. Müller"
+
+# Sending: SMTP to the insurer's KIM Clientmodul. TLS is required unless the
+# Clientmodul runs on this host (security = "plain_loopback_only"); a
+# self-signed Clientmodul certificate is pinned.
+[mailbox.smtp]
+host = "clientmodul.kasse.internal"
+port = 465
+security = "implicit_tls"        # or "start_tls" (port 587), "plain_loopback_only"
+trust = { pinned_certificate = "/etc/kim-bridge/clientmodul.pem" }   # or { ca_file = "…" }
+# The Clientmodul's '#'-encoded username: address#mta-host:port#MandantId#ClientsystemId#WorkplaceId[#KonnektorId]
+username = "versicherung@kasse.kim.telematik#mail.kim.telematik:465#1#KIM-Bridge#1"
+password = ""
+
+# Receiving: POP3 at the Clientmodul, polled every poll_interval_secs.
+[mailbox.pop3]
+host = "clientmodul.kasse.internal"
+port = 995
+security = "implicit_tls"
+trust = { pinned_certificate = "/etc/kim-bridge/clientmodul.pem" }
+# address#mta-host:port#MandantId#ClientsystemId#WorkplaceId#UserId#KonnektorId ('*' for empty)
+username = "versicherung@kasse.kim.telematik#mail.kim.telematik:995#1#KIM-Bridge#1#*#*"
+password = ""
+
+# The KIM headers every mail carries.
+[mailbox.sender_system]
+sendersystem = "TI-M KIM-Bridge;0.1.0"       # X-KIM-Sendersystem
+support = "support@kasse.kim.telematik"      # X-KIM-Support
+middleware = "kim-bridge;0.1.0"              # X-KIM-Middleware
+ti_user_agent = "TI-M-KIM-Bridge/0.1.0"      # X-TI-User-Agent
 
 [bridge]
 # Seconds between POP3 polls.
@@ -319,7 +336,6 @@ mod tests {
             .parse()
             .expect("valid");
         assert_eq!(config.display_name(&praxis), "Praxis Dr. Müller");
-        assert!(config.is_kim_domain(&praxis));
         let other: KimAddress = "a@b.kim.telematik".parse().expect("valid");
         assert_eq!(config.display_name(&other), "a@b.kim.telematik");
     }

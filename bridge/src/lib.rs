@@ -5,6 +5,8 @@ pub mod appservice;
 pub mod bridge;
 pub mod config;
 pub mod dispatch;
+pub mod inbound;
+pub mod kim;
 pub mod matrix;
 pub mod outbound;
 pub mod portal;

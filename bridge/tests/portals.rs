@@ -227,7 +227,9 @@ async fn an_insured_persons_invitation_of_a_ghost_is_refused() {
 
     // Insured persons' rooms are encrypted (TI-M); the refusal needs no decryption.
     let encryption = json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } });
-    let room_id = ida_api.create_room(json!({ "invite": [ghost], "initial_state": [encryption] })).await;
+    let room_id = ida_api
+        .create_room(json!({ "invite": [ghost], "initial_state": [encryption] }))
+        .await;
     notice_from(&ida_api, &room_id, &ghost, "Only the insurer's staff").await;
     eventually(SOON, "the ghost left", || async {
         (!joined(&ida_api, &room_id).await.contains(&ghost)).then_some(())

@@ -53,7 +53,7 @@ pub async fn enqueue(bridge: &Bridge, event: &OriginalRoomMessageEvent) -> anyho
         return Ok(());
     }
     let refs = references(bridge, replied_to.as_deref()).await?;
-    let message_id = new_message_id(bridge);
+    let message_id = crate::kim::outgoing::new_message_id(&bridge.config.mailbox.address);
     let mut tx = bridge.db.begin().await?;
     store::messages::insert(
         &mut *tx,
@@ -99,14 +99,4 @@ async fn references(bridge: &Bridge, replied_to: Option<&EventId>) -> anyhow::Re
     let mut refs = vec![parent.message_id];
     refs.extend(parent.refs.into_iter().take(20));
     Ok(refs)
-}
-
-/// A UUID at the insurer's KIM domain: unique, and it names no internal
-/// host and no person (KIM's rule for Message-IDs).
-fn new_message_id(bridge: &Bridge) -> String {
-    format!(
-        "{}@{}",
-        uuid::Uuid::new_v4(),
-        bridge.config.mailbox.address.domain()
-    )
 }

@@ -12,7 +12,7 @@
 
 use ruma::{OwnedUserId, ServerName, UserId};
 
-use super::address::KimAddress;
+use crate::kim::address::KimAddress;
 
 /// The ghost of `address`.
 pub fn ghost_user_id(prefix: &str, address: &KimAddress, server: &ServerName) -> OwnedUserId {

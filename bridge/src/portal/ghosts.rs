@@ -10,7 +10,7 @@ use ruma::api::{
     error::ErrorKind,
 };
 
-use super::address::KimAddress;
+use crate::kim::address::KimAddress;
 use crate::{bridge::Bridge, store};
 
 /// Registers the ghost of `address` unless the bridge did before; an id the

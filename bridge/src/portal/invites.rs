@@ -10,7 +10,8 @@ use ruma::{
     events::room::member::MembershipState,
 };
 
-use super::{address::KimAddress, ghosts, notices};
+use super::{ghosts, notices};
+use crate::kim::address::KimAddress;
 use crate::{
     bridge::Bridge,
     matrix::account_kind::{self, AccountKind},

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use ruma::{EventId, RoomId, UserId};
 
-use super::{address::KimAddress, invites, notices};
+use super::{invites, notices};
+use crate::kim::address::KimAddress;
 use crate::{bridge::Bridge, store};
 
 /// A message starting with the command prefix, from a non-bridge user.
@@ -33,7 +34,7 @@ pub async fn command(
         let mut words = arguments.split_whitespace();
         match (words.next(), words.next()) {
             (Some("invite"), Some(address)) => match address.parse::<KimAddress>() {
-                Ok(address) if bridge.config.is_kim_domain(&address) => {
+                Ok(address) => {
                     if management {
                         "`!kim invite` gilt für den Raum, in dem es geschrieben wird: lade mich \
                          in den Raum ein und schreibe es dort. (Use it in the room the practice \

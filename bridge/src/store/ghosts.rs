@@ -3,7 +3,7 @@
 use ruma::UserId;
 use sqlx::PgPool;
 
-use crate::portal::address::KimAddress;
+use crate::kim::address::KimAddress;
 
 /// Whether the ghost is registered on the homeserver already.
 pub async fn is_registered(pool: &PgPool, user_id: &UserId) -> sqlx::Result<bool> {

@@ -4,7 +4,7 @@
 use ruma::{OwnedRoomId, RoomId, UserId};
 use sqlx::PgPool;
 
-use crate::portal::address::KimAddress;
+use crate::kim::address::KimAddress;
 
 /// A portal and its addresses.
 #[derive(Debug)]

@@ -44,6 +44,16 @@ impl Deployment {
         document["appservice"]["url"] = toml_edit::value(format!("http://127.0.0.1:{port}"));
         document["database"]["url"] = toml_edit::value(bridge_db.url());
         document["bridge"]["poll_interval_secs"] = toml_edit::value(1);
+        // No Clientmodul unless the test configures one: loopback, nothing listening.
+        for protocol in ["smtp", "pop3"] {
+            let endpoint = &mut document["mailbox"][protocol];
+            endpoint["host"] = toml_edit::value("127.0.0.1");
+            endpoint["port"] = toml_edit::value(i64::from(free_port()));
+            endpoint["security"] = toml_edit::value("plain_loopback_only");
+            if let Some(table) = endpoint.as_table_like_mut() {
+                table.remove("trust");
+            }
+        }
         configure(&mut document);
         let config_path = dir.path().join("config.toml");
         let registration_path: PathBuf = dir.path().join("kim-registration.yaml");
