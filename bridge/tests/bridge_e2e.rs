@@ -125,6 +125,7 @@ fn mailbox_config(document: &mut toml_edit::DocumentMut, insurer: &str) {
     ));
     mailbox["smtp"]["password"] = toml_edit::value(password());
     mailbox["pop3"]["host"] = toml_edit::value("127.0.0.1");
+    mailbox["pop3"]["security"] = toml_edit::value("implicit_tls");
     mailbox["pop3"]["port"] = toml_edit::value(pop3s_port().parse::<i64>().expect("a port"));
     mailbox["pop3"]["username"] = toml_edit::value(format!(
         "{insurer}#127.0.0.1:{}#1#KIM-Bridge#1#*#*",
@@ -182,9 +183,14 @@ async fn chats_reach_the_practice_as_kim_mail_and_replies_come_back() {
     let ghost = deployment.ghost(&practice);
 
     // Staff opens the portal: the member and the practice's ghost.
-    let room_id = alice_api
-        .create_room(json!({ "invite": [bob.user_id, ghost] }))
-        .await;
+    let room_id = alice_api.create_room(json!({ "invite": [ghost] })).await;
+    alice_api
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room_id)),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await
+        .ok();
     bob_api.join(&room_id).await.ok();
     eventually(WITHIN, "the ghost joined", || async {
         joined(&alice_api, &room_id, &ghost).await.then_some(())
