@@ -142,17 +142,17 @@ async fn room_message(bridge: &Bridge, event: RoomMessageEvent) -> anyhow::Resul
     }
     if let MessageType::Text(text) = &event.content.msgtype {
         let prefix = &bridge.config.management.command_prefix;
-        if let Some(arguments) = text.body.strip_prefix(prefix.as_str()) {
-            if arguments.is_empty() || arguments.starts_with(char::is_whitespace) {
-                return management::command(
-                    bridge,
-                    &event.room_id,
-                    &event.sender,
-                    &event.event_id,
-                    arguments,
-                )
-                .await;
-            }
+        if let Some(arguments) = text.body.strip_prefix(prefix.as_str())
+            && (arguments.is_empty() || arguments.starts_with(char::is_whitespace))
+        {
+            return management::command(
+                bridge,
+                &event.room_id,
+                &event.sender,
+                &event.event_id,
+                arguments,
+            )
+            .await;
         }
     }
     outbound::queue::enqueue(bridge, &event).await

@@ -19,6 +19,9 @@ pub struct QueuedMail {
     pub attempts: i32,
 }
 
+/// `message_id, room_id, event_id, sender, content, recipients, attempts`.
+type QueuedRow = (String, String, String, String, JsonValue, Vec<String>, i32);
+
 pub async fn enqueue(db: impl PgExecutor<'_>, mail: &QueuedMail) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO outbound_queue (message_id, room_id, event_id, sender, content, recipients)
@@ -37,7 +40,7 @@ pub async fn enqueue(db: impl PgExecutor<'_>, mail: &QueuedMail) -> sqlx::Result
 
 /// The mail that is due first, if any is due now.
 pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<QueuedMail>> {
-    let row: Option<(String, String, String, String, JsonValue, Vec<String>, i32)> = sqlx::query_as(
+    let row: Option<QueuedRow> = sqlx::query_as(
         "SELECT message_id, room_id, event_id, sender, content, recipients, attempts
          FROM outbound_queue WHERE next_attempt_at <= now() ORDER BY next_attempt_at, message_id LIMIT 1",
     )
