@@ -1,10 +1,11 @@
 //! `kim-bridge`: a Matrix application service that carries TI-Messenger
 //! rooms to KIM mailboxes and back.
-//!
-//! This is the skeleton the bridge issue fills in: the command line is in
-//! place so packaging, CI and the workspace build it from the start.
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kim_bridge::{config, registration};
 
 #[derive(Parser)]
 #[command(
@@ -18,12 +19,63 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the bridge (not implemented yet; see the bridge issue).
-    Run,
+    /// Write a commented example config.
+    GenerateConfig {
+        #[arg(short, long, default_value = "config.toml")]
+        output: PathBuf,
+    },
+    /// Give the config fresh tokens and write the homeserver's registration
+    /// file (YAML) for `[appservices] registration_files`.
+    GenerateRegistration {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(short, long, default_value = "kim-registration.yaml")]
+        registration: PathBuf,
+    },
+    /// Run the bridge.
+    Run {
+        #[arg(short, long, default_value = "config.toml", env = "KIM_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run => anyhow::bail!("the KIM bridge is not implemented yet"),
+        Command::GenerateConfig { output } => {
+            anyhow::ensure!(
+                !output.exists(),
+                "{} exists; not overwriting it",
+                output.display()
+            );
+            std::fs::write(&output, config::EXAMPLE)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("wrote {}", output.display());
+            Ok(())
+        }
+        Command::GenerateRegistration {
+            config,
+            registration,
+        } => {
+            registration::generate(&config, &registration)?;
+            println!(
+                "wrote {} and the tokens in {}",
+                registration.display(),
+                config.display()
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let config = config::Config::load(&config)?;
+            tokio::runtime::Runtime::new()
+                .context("starting the runtime")?
+                .block_on(kim_bridge::bridge::run(config))
+        }
     }
 }

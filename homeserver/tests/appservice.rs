@@ -487,3 +487,19 @@ async fn ghosts_register_while_registration_is_closed_and_are_not_rate_limited()
     });
     assert!(futures::future::join_all(limited).await.contains(&429), "Alice is limited");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appservices_learn_whether_a_user_is_staff_or_insured() {
+    let (server, _dir) = server_with(&[registration(None)]).await;
+    let staff = server.register_user("alice").await;
+    let insured = server.register_insured("versicherter", "A000000014").await;
+    let kind = |user_id: &str| format!("/_tim/appservice/v1/users/{}/kind", enc(user_id));
+
+    assert_eq!(as_api(&server).get(&kind(&staff.user_id)).await.ok()["kind"], "staff");
+    assert_eq!(as_api(&server).get(&kind(&insured.user_id)).await.ok()["kind"], "insured");
+    as_api(&server).get(&kind("@nobody:localhost")).await.assert_error(404, "M_NOT_FOUND");
+    as_api(&server).get(&kind("@alice:elsewhere.example")).await.assert_error(404, "M_NOT_FOUND");
+    // Only appservices may ask.
+    server.api_as(&staff.access_token).get(&kind(&insured.user_id)).await.assert_error(401, "M_UNKNOWN_TOKEN");
+    server.api().get(&kind(&insured.user_id)).await.assert_error(401, "M_MISSING_TOKEN");
+}
