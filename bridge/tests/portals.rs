@@ -63,7 +63,7 @@ async fn notice_from(api: &Api, room_id: &str, sender: &str, text: &str) -> Valu
 async fn transactions_need_the_hs_token_and_are_taken_in_once() {
     let db = TestDatabase::create().await;
     let mut config =
-        kim_bridge::config::Config::parse(kim_bridge::config::EXAMPLE).expect("example");
+        kim_bridge::config::Config::parse(&kim_bridge::config::example()).expect("example");
     config.database.url = db.url().to_owned();
     config.appservice.hs_token = "the-hs-token".to_owned();
     config.appservice.as_token = "the-as-token".to_owned();
