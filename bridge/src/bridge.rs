@@ -10,8 +10,9 @@ use sqlx::PgPool;
 use tokio::{sync::Notify, task::JoinSet};
 
 use crate::{
-    appservice, config::Config, dispatch, inbound, kim::address::KimAddress, kim::smtp::SmtpSender,
-    matrix::client::HomeserverClient, outbound, portal::ghost_id, status::Status, store,
+    appservice, config::Config, crypto::BridgeCrypto, dispatch, inbound, kim::address::KimAddress,
+    kim::smtp::SmtpSender, matrix::client::HomeserverClient, outbound, portal::ghost_id,
+    status::Status, store,
 };
 
 /// What every part of the bridge shares; cheap to clone.
@@ -20,6 +21,8 @@ pub struct Bridge {
     pub config: Arc<Config>,
     pub db: PgPool,
     pub homeserver: HomeserverClient,
+    /// The devices of the bot and the ghosts in encrypted rooms.
+    pub crypto: Arc<BridgeCrypto>,
     pub status: Arc<Status>,
     pub bot: OwnedUserId,
     dispatcher: Arc<Notify>,
@@ -27,12 +30,17 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Connects to the database (migrating it) and prepares the client.
+    /// Connects to the database (migrating it), prepares the client and
+    /// unlocks the crypto store.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
         let db = store::connect(&config.database).await?;
         let homeserver =
             HomeserverClient::new(&config.homeserver.url, &config.appservice.as_token)?;
+        let crypto = BridgeCrypto::new(db.clone(), homeserver.clone(), &config.store_key()?)
+            .await
+            .context("opening the crypto store (is crypto.store_key the one it was made with?)")?;
         Ok(Self {
+            crypto: Arc::new(crypto),
             bot: config.bot_user_id(),
             config: Arc::new(config),
             db,

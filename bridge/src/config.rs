@@ -1,16 +1,22 @@
 //! The bridge's TOML config: where the homeserver is, how it reaches us,
 //! our database, the insurer's KIM mailbox and how the bridge behaves.
 //!
-//! `kim-bridge generate-config` writes [`EXAMPLE`], a commented file an
-//! operator edits; `generate-registration` fills in the tokens.
+//! `kim-bridge generate-config` writes [`example`], a commented file with a
+//! fresh crypto store key that an operator edits; `generate-registration`
+//! fills in the tokens.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use rand::RngCore as _;
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
 use serde::Deserialize;
 
-use crate::kim::{address::KimAddress, outgoing::SenderSystem, pop3::Pop3Config, smtp::SmtpConfig};
+use crate::{
+    crypto::StoreKey,
+    kim::{address::KimAddress, outgoing::SenderSystem, pop3::Pop3Config, smtp::SmtpConfig},
+};
 
 /// The whole config file.
 #[derive(Clone, Debug, Deserialize)]
@@ -24,6 +30,7 @@ pub struct Config {
     pub bridge: BridgeConfig,
     #[serde(default)]
     pub management: ManagementConfig,
+    pub crypto: CryptoConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -104,6 +111,16 @@ pub struct BridgeConfig {
     /// message is shown as failed.
     #[serde(default = "default_max_send_attempts")]
     pub max_send_attempts: u32,
+}
+
+/// End-to-end encryption: the devices of the bot and the ghosts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoConfig {
+    /// 32 bytes, base64: encrypts the devices' secrets in the bridge
+    /// database (the crypto store). Losing it loses every device; changing
+    /// it makes the store unreadable.
+    pub store_key: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -207,7 +224,18 @@ impl Config {
             self.bridge.poll_interval_secs > 0,
             "bridge.poll_interval_secs must be positive"
         );
+        self.store_key()?;
         Ok(())
+    }
+
+    /// The crypto store key, decoded.
+    pub fn store_key(&self) -> anyhow::Result<StoreKey> {
+        let bytes = BASE64
+            .decode(self.crypto.store_key.trim())
+            .context("crypto.store_key is not base64")?;
+        StoreKey::try_from(bytes.as_slice())
+            .ok()
+            .context("crypto.store_key must be 32 bytes (base64)")
     }
 
     /// The bridge bot's user id.
@@ -233,8 +261,18 @@ impl Config {
     }
 }
 
-/// The commented example `generate-config` writes.
-pub const EXAMPLE: &str = r#"# KIM bridge configuration. After editing, run
+/// The commented example `generate-config` writes, with a fresh random
+/// crypto store key.
+pub fn example() -> String {
+    let mut key = StoreKey::default();
+    rand::rng().fill_bytes(&mut key);
+    EXAMPLE.replace(STORE_KEY_PLACEHOLDER, &BASE64.encode(key))
+}
+
+/// Replaced by a random key in [`example`].
+const STORE_KEY_PLACEHOLDER: &str = "@STORE_KEY@";
+
+const EXAMPLE: &str = r#"# KIM bridge configuration. After editing, run
 #   kim-bridge generate-registration -c config.toml -r kim-registration.yaml
 # which fills in the tokens below and writes the homeserver's registration file.
 
@@ -320,6 +358,13 @@ max_send_attempts = 8
 command_prefix = "!kim"
 # Users besides staff accounts who may use the commands.
 extra_admins = []
+
+[crypto]
+# 32 random bytes (base64) that encrypt the bridge devices' keys in the
+# database; generate-config wrote a fresh one. Keep it secret and keep it:
+# without it the bot and the ghosts lose their devices (encrypted rooms
+# must then share keys with new ones).
+store_key = "@STORE_KEY@"
 "#;
 
 #[cfg(test)]
@@ -328,7 +373,8 @@ mod tests {
 
     #[test]
     fn the_example_parses_with_defaults_filled_in() {
-        let config = Config::parse(EXAMPLE).expect("the example is valid");
+        let config = Config::parse(&example()).expect("the example is valid");
+        assert_ne!(config.store_key().expect("a key"), example_key(&example()));
         assert_eq!(config.bot_user_id(), "@kimbot:example.org");
         assert_eq!(config.appservice.ghost_prefix, "kim_");
         assert_eq!(config.poll_interval(), Duration::from_secs(30));
@@ -342,9 +388,25 @@ mod tests {
 
     #[test]
     fn a_ghost_prefix_that_is_no_localpart_is_refused() {
-        let bad = EXAMPLE.replace("ghost_prefix = \"kim_\"", "ghost_prefix = \"KIM \"");
+        let bad = example().replace("ghost_prefix = \"kim_\"", "ghost_prefix = \"KIM \"");
         assert!(Config::parse(&bad).is_err());
-        let clash = EXAMPLE.replace("bot_localpart = \"kimbot\"", "bot_localpart = \"kim_bot\"");
+        let clash = example().replace("bot_localpart = \"kimbot\"", "bot_localpart = \"kim_bot\"");
         assert!(Config::parse(&clash).is_err());
+    }
+
+    fn example_key(text: &str) -> StoreKey {
+        Config::parse(text)
+            .expect("valid")
+            .store_key()
+            .expect("a key")
+    }
+
+    #[test]
+    fn a_store_key_of_the_wrong_length_is_refused() {
+        let example = example();
+        let key = Config::parse(&example).expect("valid").crypto.store_key;
+        let short = example.replace(&key, &BASE64.encode([7u8; 16]));
+        assert!(Config::parse(&short).is_err());
+        assert!(Config::parse(&example.replace(&key, "not base64!")).is_err());
     }
 }

@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
                 "{} exists; not overwriting it",
                 output.display()
             );
-            std::fs::write(&output, config::EXAMPLE)
+            std::fs::write(&output, config::example())
                 .with_context(|| format!("writing {}", output.display()))?;
             println!("wrote {}", output.display());
             Ok(())

@@ -124,14 +124,14 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EXAMPLE;
+    use crate::config::example;
 
     #[test]
     fn generate_writes_matching_tokens_into_both_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         let registration_path = dir.path().join("registration.yaml");
-        std::fs::write(&config_path, EXAMPLE).expect("writing");
+        std::fs::write(&config_path, example()).expect("writing");
 
         let registration = generate(&config_path, &registration_path).expect("generating");
         let config = Config::load(&config_path).expect("the config now has tokens");

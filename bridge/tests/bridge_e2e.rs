@@ -411,3 +411,120 @@ async fn chats_reach_the_practice_as_kim_mail_and_replies_come_back() {
     })
     .await;
 }
+
+/// The member's decrypted timeline events whose body contains `text`, once
+/// one arrives.
+async fn member_decrypts(
+    client: &matrix_sdk::Client,
+    room_id: &matrix_sdk::ruma::RoomId,
+    text: &str,
+) -> Value {
+    let mut found = None;
+    support::common::matrix::sync_until(
+        client,
+        WITHIN,
+        &format!("decrypted {text:?}"),
+        |response| {
+            let Some(room) = response.rooms.joined.get(room_id) else {
+                return false;
+            };
+            found = room
+                .timeline
+                .events
+                .iter()
+                .filter(|event| event.encryption_info().is_some())
+                .map(|event| serde_json::from_str::<Value>(event.raw().json().get()).expect("JSON"))
+                .find(|event| {
+                    event["content"]["body"]
+                        .as_str()
+                        .is_some_and(|body| body.contains(text))
+                });
+            found.is_some()
+        },
+    )
+    .await;
+    found.expect("found")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_portal_is_bridged_both_ways() {
+    let insurer = unique("versicherung", "insurer.kim.telematik-test");
+    let practice = unique("praxis", "practice.kim.telematik-test");
+    let deployment = Deployment::start(|document| mailbox_config(document, &insurer)).await;
+    let server = &deployment.homeserver;
+    let ghost = deployment.ghost(&practice);
+
+    // A staff member with an E2EE client opens an encrypted portal.
+    let alice = server.matrix_client("alice").await;
+    support::common::matrix::sync_now(&alice).await;
+    let encryption = serde_json::from_value(json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }))
+        .expect("state event");
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.invite = vec![ghost.as_str().try_into().expect("user id")];
+    request.initial_state = vec![encryption];
+    let room = alice.create_room(request).await.expect("createRoom");
+    let room_id = room.room_id().to_owned();
+    support::common::matrix::sync_until(&alice, WITHIN, "the ghost's join", |response| {
+        response.rooms.joined.get(&room_id).is_some_and(|room| {
+            room.timeline.events.iter().any(|event| {
+                let event: Value = serde_json::from_str(event.raw().json().get()).expect("JSON");
+                event["type"] == "m.room.member"
+                    && event["state_key"] == ghost.as_str()
+                    && event["content"]["membership"] == "join"
+            })
+        })
+    })
+    .await;
+
+    // Her encrypted message reaches the practice as KIM mail in plaintext.
+    let sent = room
+        .send(
+            matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain(
+                "Verschlüsselt: bitte den Befund.",
+            ),
+        )
+        .await
+        .expect("sending encrypted")
+        .response
+        .event_id;
+    let received = eventually(WITHIN, "the mail at the practice", || async {
+        mails(&practice).await.into_iter().find_map(|raw| {
+            let mail = incoming::parse(&raw).expect("a mail");
+            mail.text.contains("bitte den Befund").then_some(mail)
+        })
+    })
+    .await;
+    let message_id = received.message_id.clone().expect("a Message-ID");
+
+    // The practice's reply appears encrypted as the ghost, replying to her
+    // message, and her client decrypts it.
+    let headers = [
+        "X-KIM-DecryptionResult: 00".to_owned(),
+        "X-KIM-IntegrityCheckResult: 01".to_owned(),
+        "X-KIM-Dienstkennung: KIM-Mail;Default;V1.0".to_owned(),
+        format!("In-Reply-To: <{message_id}>"),
+        "Subject: Re: Befund".to_owned(),
+    ];
+    swaks(
+        &practice,
+        &insurer,
+        &headers,
+        "Der verschlüsselte Befund kommt.",
+    );
+    let reply = member_decrypts(&alice, &room_id, "Der verschlüsselte Befund kommt").await;
+    assert_eq!(reply["sender"], ghost.as_str(), "{reply}");
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        sent.as_str(),
+        "{reply}"
+    );
+    let alice_api = server.api_as(alice.access_token().as_deref().expect("logged in"));
+    let stored = newest_events(&alice_api, room_id.as_str()).await;
+    assert!(
+        stored
+            .iter()
+            .filter(|event| event["sender"] == ghost.as_str())
+            .all(|event| event["type"] != "m.room.message"),
+        "the ghost posts nothing in plaintext: {stored:?}"
+    );
+}

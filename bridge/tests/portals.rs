@@ -63,7 +63,7 @@ async fn notice_from(api: &Api, room_id: &str, sender: &str, text: &str) -> Valu
 async fn transactions_need_the_hs_token_and_are_taken_in_once() {
     let db = TestDatabase::create().await;
     let mut config =
-        kim_bridge::config::Config::parse(kim_bridge::config::EXAMPLE).expect("example");
+        kim_bridge::config::Config::parse(&kim_bridge::config::example()).expect("example");
     config.database.url = db.url().to_owned();
     config.appservice.hs_token = "the-hs-token".to_owned();
     config.appservice.as_token = "the-as-token".to_owned();
@@ -225,12 +225,23 @@ async fn an_insured_persons_invitation_of_a_ghost_is_refused() {
     let ida_api = server.api_as(&ida.access_token);
     let ghost = deployment.ghost(PRAXIS);
 
-    // Insured persons' rooms are encrypted (TI-M); the refusal needs no decryption.
+    // Insured persons' rooms are encrypted (TI-M): the refusal notice is
+    // encrypted with the ghost's device.
     let encryption = json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } });
     let room_id = ida_api
         .create_room(json!({ "invite": [ghost], "initial_state": [encryption] }))
         .await;
-    notice_from(&ida_api, &room_id, &ghost, "Only the insurer's staff").await;
+    eventually(SOON, "the ghost's encrypted notice", || async {
+        let events = ida_api.messages(&room_id, "dir=b&limit=30").await.ok()["chunk"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        events
+            .iter()
+            .any(|event| event["sender"] == ghost.as_str() && event["type"] == "m.room.encrypted")
+            .then_some(())
+    })
+    .await;
     eventually(SOON, "the ghost left", || async {
         (!joined(&ida_api, &room_id).await.contains(&ghost)).then_some(())
     })

@@ -3,6 +3,13 @@
 //! (its events queued, its id recorded) before we answer 200, so an
 //! acknowledged event is never lost; a repeated id answers 200 and changes
 //! nothing. The queued events are worked off by `dispatch`.
+//!
+//! The transaction's E2EE extras (MSC2409 to-device messages, MSC3202
+//! device lists and key counts) go to the bridge's devices first, while the
+//! transaction id is recorded but not yet committed: if that fails nothing
+//! is committed and the error answer makes the homeserver send the whole
+//! transaction again (the devices ignore what they already received). So a
+//! room key is in the store before the events it decrypts are queued.
 
 use axum::{
     Json,
@@ -19,6 +26,7 @@ use super::{
 };
 use crate::{
     bridge::Bridge,
+    crypto::TransactionExtras,
     store::transactions::{self, EventKind},
 };
 
@@ -34,6 +42,8 @@ pub async fn put_transaction(
     for (name, value) in &headers {
         request = request.header(name, value);
     }
+    let extras: TransactionExtras =
+        serde_json::from_slice(&body).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let request = request
         .body(body)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
@@ -44,6 +54,13 @@ pub async fn put_transaction(
     if !transactions::record(&mut tx, transaction.txn_id.as_str()).await? {
         tracing::debug!(txn_id = %transaction.txn_id, "transaction seen before");
         return Ok(Json(json!({})));
+    }
+    if !extras.is_empty() {
+        bridge
+            .crypto
+            .receive_transaction_extras(extras)
+            .await
+            .map_err(ApiError::internal)?;
     }
     for event in &transaction.events {
         let body: JsonValue = serde_json::from_str(event.json().get())

@@ -1,7 +1,7 @@
 //! [`BridgeDevice`]: one bridge user's Olm machine on its own appservice
 //! device, stored in PostgreSQL.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
 use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
@@ -175,7 +175,23 @@ impl BridgeDevice {
     /// one when the rotation settings or a member change require it), then
     /// encrypts. The result is the content of the `m.room.encrypted` event
     /// to send as this user.
-    pub async fn encrypt(
+    ///
+    /// The future is boxed as `Send`: the SDK's futures are, but the
+    /// compiler cannot prove it for every lifetime inside a spawned task.
+    pub fn encrypt<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        members: &'a [OwnedUserId],
+        room: &'a RoomEncryption,
+        event_type: &'a str,
+        content: &'a Raw<AnyMessageLikeEventContent>,
+    ) -> Pin<
+        Box<dyn Future<Output = Result<Raw<RoomEncryptedEventContent>, CryptoError>> + Send + 'a>,
+    > {
+        Box::pin(self.encrypt_unboxed(room_id, members, room, event_type, content))
+    }
+
+    async fn encrypt_unboxed(
         &self,
         room_id: &RoomId,
         members: &[OwnedUserId],
@@ -184,7 +200,7 @@ impl BridgeDevice {
         content: &Raw<AnyMessageLikeEventContent>,
     ) -> Result<Raw<RoomEncryptedEventContent>, CryptoError> {
         let _busy = self.busy.lock().await;
-        let members = || members.iter().map(|user_id| &**user_id);
+        let members = || Members(members.iter());
         self.machine.update_tracked_users(members()).await?;
         // Key queries for members whose devices are unknown or outdated.
         self.send_outgoing_requests().await?;
@@ -215,6 +231,19 @@ impl BridgeDevice {
             .await?;
         // The SDK's own type of the same JSON; ruma's is what the send request takes.
         Ok(encrypted.content.cast_unchecked())
+    }
+}
+
+/// The user ids of a member list as the SDK takes them. A named iterator,
+/// not `map` with a closure: with a closure the compiler cannot prove the
+/// future of `encrypt` `Send` inside a spawned task.
+struct Members<'a>(std::slice::Iter<'a, OwnedUserId>);
+
+impl<'a> Iterator for Members<'a> {
+    type Item = &'a UserId;
+
+    fn next(&mut self) -> Option<&'a UserId> {
+        self.0.next().map(|user_id| &**user_id)
     }
 }
 

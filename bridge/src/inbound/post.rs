@@ -7,9 +7,12 @@
 //! Every event's transaction id is `kim-<uidl>-<part>`, so a redone post
 //! after a crash yields the same events, never new ones.
 
+use std::io::Read as _;
+
 use anyhow::Context as _;
+use matrix_sdk_crypto::AttachmentEncryptor;
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, RoomId,
+    EventId, OwnedEventId, OwnedRoomId, RoomId, UserId,
     api::client::media::create_content,
     events::{
         relation::{InReplyTo, Reply},
@@ -17,6 +20,7 @@ use ruma::{
             FileMessageEventContent, ImageMessageEventContent, MessageType, Relation,
             RoomMessageEventContent,
         },
+        room::{EncryptedFile, MediaSource},
     },
 };
 
@@ -24,10 +28,10 @@ use crate::{
     bridge::Bridge,
     kim::{
         address::KimAddress,
-        incoming::{self, IncomingMail, MailKind},
+        incoming::{self, IncomingAttachment, IncomingMail, MailKind},
     },
     outbound::worker::show_failure,
-    portal::{invites, notices},
+    portal::{encryption, invites, notices},
     store::{
         self,
         inbound_mails::{self, MailState},
@@ -183,25 +187,21 @@ async fn message(bridge: &Bridge, uidl: &str, mail: &IncomingMail) -> anyhow::Re
         )
         .await?;
     }
+    let encrypted_room = !mail.attachments.is_empty()
+        && encryption::settings(bridge, &room_id, &ghost)
+            .await?
+            .is_some();
     for (index, attachment) in mail.attachments.iter().enumerate() {
-        let mut upload = create_content::v3::Request::new(attachment.data.clone());
-        upload.filename = Some(attachment.filename.clone());
-        upload.content_type = Some(attachment.content_type.clone());
-        let uri = bridge
-            .homeserver
-            .send_as(upload, Some(&ghost), None)
-            .await
-            .context("uploading an attachment")?
-            .content_uri;
+        let source = upload(bridge, &ghost, attachment, encrypted_room).await?;
         let msgtype = if attachment.content_type.starts_with("image/") {
-            MessageType::Image(ImageMessageEventContent::plain(
+            MessageType::Image(ImageMessageEventContent::new(
                 attachment.filename.clone(),
-                uri,
+                source,
             ))
         } else {
-            MessageType::File(FileMessageEventContent::plain(
+            MessageType::File(FileMessageEventContent::new(
                 attachment.filename.clone(),
-                uri,
+                source,
             ))
         };
         let mut content = RoomMessageEventContent::new(msgtype);
@@ -247,6 +247,49 @@ async fn message(bridge: &Bridge, uidl: &str, mail: &IncomingMail) -> anyhow::Re
     tx.commit().await?;
     tracing::info!(uidl, %room_id, %event_id, "KIM mail posted");
     Ok(MailState::Posted)
+}
+
+/// Uploads an attachment as the ghost. For an encrypted room it is
+/// encrypted first (AES-CTR, matrix-sdk-crypto's `AttachmentEncryptor`):
+/// the homeserver gets an opaque blob, the key travels in the encrypted
+/// event's `file`.
+async fn upload(
+    bridge: &Bridge,
+    ghost: &UserId,
+    attachment: &IncomingAttachment,
+    encrypt: bool,
+) -> anyhow::Result<MediaSource> {
+    let (data, encryption) = if encrypt {
+        let mut input = std::io::Cursor::new(attachment.data.as_slice());
+        let mut encryptor = AttachmentEncryptor::new(&mut input);
+        let mut ciphertext = Vec::new();
+        encryptor
+            .read_to_end(&mut ciphertext)
+            .context("encrypting an attachment")?;
+        let info = encryptor.finish();
+        (ciphertext, Some(info))
+    } else {
+        (attachment.data.clone(), None)
+    };
+    let mut request = create_content::v3::Request::new(data);
+    if encryption.is_none() {
+        request.filename = Some(attachment.filename.clone());
+        request.content_type = Some(attachment.content_type.clone());
+    }
+    let uri = bridge
+        .homeserver
+        .send_as(request, Some(ghost), None)
+        .await
+        .context("uploading an attachment")?
+        .content_uri;
+    Ok(match encryption {
+        None => MediaSource::Plain(uri),
+        Some(info) => MediaSource::Encrypted(Box::new(EncryptedFile::new(
+            uri,
+            info.encryption_info,
+            info.hashes,
+        ))),
+    })
 }
 
 fn body(mail: &IncomingMail) -> String {

@@ -1,6 +1,7 @@
 //! A queued room message as a KIM client mail: its text, and its file
 //! downloaded from the homeserver as an attachment.
 
+use matrix_sdk_crypto::{AttachmentDecryptor, MediaEncryptionInfo};
 use ruma::{
     api::client::authenticated_media::get_content,
     events::room::{
@@ -125,10 +126,12 @@ async fn download(
     filename: &str,
     mimetype: Option<String>,
 ) -> Result<Attachment, BuildError> {
-    let MediaSource::Plain(uri) = source else {
-        return Err(BuildError::Permanent(
-            "encrypted attachments cannot be sent yet (the bridge's E2EE is not wired)".to_owned(),
-        ));
+    // In an encrypted room the file is encrypted with a key in the event.
+    let (uri, encryption) = match source {
+        MediaSource::Plain(uri) => (uri, None),
+        MediaSource::Encrypted(file) => {
+            (&file.url, Some(MediaEncryptionInfo::from((**file).clone())))
+        }
     };
     let request = get_content::v1::Request::from_uri(uri)
         .map_err(|err| BuildError::Permanent(format!("bad media URI: {err}")))?;
@@ -144,6 +147,27 @@ async fn download(
         content_type: mimetype
             .or(response.content_type)
             .unwrap_or_else(|| "application/octet-stream".to_owned()),
-        data: response.file,
+        data: match encryption {
+            None => response.file,
+            Some(info) => decrypt_attachment(response.file, info)?,
+        },
     })
+}
+
+/// An encrypted attachment's plaintext; the decryptor checks its hash.
+fn decrypt_attachment(
+    ciphertext: Vec<u8>,
+    info: MediaEncryptionInfo,
+) -> Result<Vec<u8>, BuildError> {
+    use std::io::Read as _;
+    let failed = |err: &dyn std::fmt::Display| {
+        BuildError::Permanent(format!("the attachment could not be decrypted: {err}"))
+    };
+    let mut input = std::io::Cursor::new(ciphertext);
+    let mut decryptor = AttachmentDecryptor::new(&mut input, info).map_err(|err| failed(&err))?;
+    let mut plaintext = Vec::new();
+    decryptor
+        .read_to_end(&mut plaintext)
+        .map_err(|err| failed(&err))?;
+    Ok(plaintext)
 }

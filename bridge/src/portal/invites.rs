@@ -91,6 +91,13 @@ pub async fn open(
         )
         .await
         .context("the ghost joining")?;
+    // Its device exists before members send, so their clients share room
+    // keys with it (every room: one may turn on encryption later).
+    bridge
+        .crypto
+        .device(&ghost)
+        .await
+        .context("the ghost's device")?;
     if store::portals::add_address(&bridge.db, room_id, address, added_by).await? {
         tracing::info!(%room_id, %ghost, %added_by, "KIM address added to a portal");
     }
@@ -186,6 +193,11 @@ pub async fn bot_invited(
         .send(join_room_by_id::v3::Request::new(room_id.to_owned()))
         .await
         .context("the bot joining")?;
+    bridge
+        .crypto
+        .device(&bridge.bot)
+        .await
+        .context("the bot's device")?;
     if is_direct {
         store::management_rooms::insert(&bridge.db, room_id, inviter).await?;
         tracing::info!(%room_id, %inviter, "management room");

@@ -15,7 +15,7 @@ use std::{path::PathBuf, time::Duration};
 use common::{TestServer, database::TestDatabase};
 use kim_bridge::{
     bridge::RunningBridge,
-    config::{Config, EXAMPLE},
+    config::{Config, example},
     registration,
 };
 
@@ -39,7 +39,7 @@ impl Deployment {
         let bridge_db = TestDatabase::create().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let mut document: toml_edit::DocumentMut = EXAMPLE.parse().expect("the example is TOML");
+        let mut document: toml_edit::DocumentMut = example().parse().expect("the example is TOML");
         document["homeserver"]["server_name"] = toml_edit::value("localhost");
         document["appservice"]["listen"] = toml_edit::value(format!("127.0.0.1:{port}"));
         document["appservice"]["url"] = toml_edit::value(format!("http://127.0.0.1:{port}"));
