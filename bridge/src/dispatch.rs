@@ -26,6 +26,7 @@ use ruma::events::{
     room::{
         member::RoomMemberEvent,
         message::{MessageType, RoomMessageEvent},
+        redaction::RoomRedactionEvent,
     },
 };
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, serde::Raw};
@@ -210,6 +211,9 @@ async fn handle_plaintext(bridge: &Bridge, body: serde_json::Value) -> anyhow::R
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(message)) => {
             room_message(bridge, message).await
         }
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(
+            RoomRedactionEvent::Original(redaction),
+        )) => outbound::queue::withdraw(bridge, &redaction).await,
         _ => Ok(()),
     }
 }

@@ -3,8 +3,9 @@
 //! reads its `KIM_TEST_*` variables). Matrix users write in a portal; the
 //! practice's mailbox receives KIM mail; the practice's replies (placed with
 //! `swaks`, a real SMTP client) come back into the room as its ghost.
-//!
-//! The room is unencrypted: the bridge's E2EE devices are not wired in yet.
+//! One portal is unencrypted (raw HTTP clients), one is end-to-end
+//! encrypted (a matrix-sdk client; the bridge decrypts and encrypts with
+//! its ghost's device).
 
 mod support;
 
@@ -410,6 +411,110 @@ async fn chats_reach_the_practice_as_kim_mail_and_replies_come_back() {
         mails(&insurer).await.is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_and_redactions_follow_the_mail_and_mails_name_their_author() {
+    let insurer = unique("versicherung", "insurer.kim.telematik-test");
+    let practice = unique("praxis", "practice.kim.telematik-test");
+    let deployment = Deployment::start(|document| mailbox_config(document, &insurer)).await;
+    let server = &deployment.homeserver;
+    let alice = server.register_user("alice").await;
+    let alice_api = server.api_as(&alice.access_token);
+    alice_api
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            json!({ "displayname": "Alice Sachbearbeiterin" }),
+        )
+        .await
+        .ok();
+    let ghost = deployment.ghost(&practice);
+    let room_id = alice_api.create_room(json!({ "invite": [ghost] })).await;
+    eventually(WITHIN, "the ghost joined", || async {
+        joined(&alice_api, &room_id, &ghost).await.then_some(())
+    })
+    .await;
+
+    // The mail names who wrote it; it leaves from the insurer's mailbox.
+    let sent = alice_api
+        .send_text(&room_id, "Termin am Montag.")
+        .await
+        .str("event_id");
+    let original = eventually(WITHIN, "the mail", || async {
+        mails(&practice).await.into_iter().find_map(|raw| {
+            let mail = incoming::parse(&raw).expect("a mail");
+            mail.text.contains("Termin am Montag").then_some(mail)
+        })
+    })
+    .await;
+    let from = original.from.clone().expect("From");
+    assert_eq!(from.address, insurer);
+    assert_eq!(from.name.as_deref(), Some("Alice Sachbearbeiterin"));
+    let original_id = original.message_id.clone().expect("a Message-ID");
+
+    // An edit becomes a correction answering the first mail.
+    alice_api
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+                enc(&room_id),
+                new_txn_id()
+            ),
+            json!({
+                "msgtype": "m.text",
+                "body": "* Termin am Dienstag.",
+                "m.new_content": { "msgtype": "m.text", "body": "Termin am Dienstag." },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": sent },
+            }),
+        )
+        .await
+        .ok();
+    let correction = eventually(WITHIN, "the correction", || async {
+        mails(&practice).await.into_iter().find_map(|raw| {
+            let mail = incoming::parse(&raw).expect("a mail");
+            mail.text.contains("Termin am Dienstag").then_some(mail)
+        })
+    })
+    .await;
+    assert!(
+        correction.text.starts_with("Korrektur"),
+        "{}",
+        correction.text
+    );
+    assert!(!correction.text.contains('*'), "{}", correction.text);
+    assert_eq!(
+        correction.in_reply_to.as_deref(),
+        Some(original_id.as_str())
+    );
+
+    // A redaction of a sent message: the practice is told it was withdrawn.
+    alice_api
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/{}",
+                enc(&room_id),
+                enc(&sent),
+                new_txn_id()
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    let retraction = eventually(WITHIN, "the retraction", || async {
+        mails(&practice).await.into_iter().find_map(|raw| {
+            let mail = incoming::parse(&raw).expect("a mail");
+            mail.text.contains("zurückgezogen").then_some(mail)
+        })
+    })
+    .await;
+    assert_eq!(
+        retraction.in_reply_to.as_deref(),
+        Some(original_id.as_str())
+    );
+    assert_eq!(mails(&practice).await.len(), 3, "one mail each, no more");
 }
 
 /// The member's decrypted timeline events whose body contains `text`, once

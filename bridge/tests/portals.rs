@@ -329,3 +329,61 @@ async fn staff_manage_the_bridge_with_commands() {
     let other = deployment.ghost("andere.praxis@praxis.kim.telematik");
     assert!(!joined(&alice_api, &room_id).await.contains(&other));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_redacted_before_its_mail_left_is_withdrawn() {
+    // No Clientmodul listens: the mail stays queued, retried.
+    let deployment = Deployment::start(|_| {}).await;
+    let server = &deployment.homeserver;
+    let alice = server.register_user("alice").await;
+    let alice_api = server.api_as(&alice.access_token);
+    let ghost = deployment.ghost(PRAXIS);
+    let room_id = alice_api.create_room(json!({ "invite": [ghost] })).await;
+    let room = ruma::RoomId::parse(&room_id).expect("room id");
+    eventually(SOON, "the portal", || async {
+        (!store::portals::addresses(&deployment.bridge().db, &room)
+            .await
+            .expect("query")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+
+    let sent = alice_api
+        .send_text(&room_id, "An die falsche Praxis.")
+        .await
+        .str("event_id");
+    let event_id = ruma::EventId::parse(&sent).expect("event id");
+    let state = || async {
+        store::messages::by_event_id(&deployment.bridge().db, &event_id)
+            .await
+            .expect("query")
+            .map(|message| message.state)
+    };
+    eventually(SOON, "the mail queued", || async {
+        (state().await == Some(store::messages::MessageState::Queued)).then_some(())
+    })
+    .await;
+    alice_api
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/withdraw-1",
+                enc(&room_id),
+                enc(&sent)
+            ),
+            json!({ "reason": "falscher Raum" }),
+        )
+        .await
+        .ok();
+    eventually(SOON, "the mail withdrawn", || async {
+        (state().await == Some(store::messages::MessageState::Withdrawn)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        store::outbound_queue::len(&deployment.bridge().db)
+            .await
+            .expect("query"),
+        0,
+        "nothing left to send"
+    );
+}

@@ -56,6 +56,8 @@ pub struct ClientMail {
     /// Without angle brackets; [`ClientMail::new`] makes a UUID-based one without host names.
     pub message_id: String,
     pub from: KimAddress,
+    /// The name shown with `from`: who in the chat wrote.
+    pub from_name: Option<String>,
     pub to: Vec<KimAddress>,
     pub subject: String,
     /// The text/plain UTF-8 body.
@@ -92,6 +94,7 @@ impl ClientMail {
         Self {
             message_id,
             from,
+            from_name: None,
             to,
             subject,
             text,
@@ -152,7 +155,10 @@ impl ClientMail {
         }
 
         let mut builder = MessageBuilder::new()
-            .from(Address::new_address(None::<&str>, self.from.as_str()))
+            .from(Address::new_address(
+                self.from_name.as_deref().map(display_name),
+                self.from.as_str(),
+            ))
             .to(Address::new_list(
                 self.to
                     .iter()
@@ -188,6 +194,17 @@ impl ClientMail {
         }
         Ok(builder.write_to_vec()?)
     }
+}
+
+/// A display name as a header may carry it: no control characters (no
+/// header injection), at most 80 characters.
+fn display_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(80)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// A Message-ID (without brackets) made of a random UUID and the sender's KIM domain.
@@ -238,6 +255,19 @@ mod tests {
         assert_eq!(parsed.date().unwrap().to_timestamp(), 1_700_000_000);
         let uuid_part = m.message_id.split('@').next().unwrap();
         assert!(uuid::Uuid::parse_str(uuid_part).is_ok());
+    }
+
+    #[test]
+    fn the_authors_name_is_the_senders_display_name() {
+        let mut m = mail();
+        m.from_name = Some("Jürgen Größe\r\nBcc: evil@example.org".into());
+        let raw = m.render_at(&sender(), 1_700_000_000).unwrap();
+        let text = String::from_utf8(raw.clone()).unwrap();
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        let from = parsed.from().and_then(|from| from.first()).unwrap();
+        assert_eq!(from.address(), Some("insurer@insurer.kim.telematik-test"));
+        assert_eq!(from.name(), Some("Jürgen Größe  Bcc: evil@example.org"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use matrix_sdk_crypto::{AttachmentDecryptor, MediaEncryptionInfo};
 use ruma::{
+    RoomId, UserId,
     api::client::authenticated_media::get_content,
     events::room::{
         MediaSource,
@@ -16,6 +17,7 @@ use crate::{
         address::KimAddress,
         outgoing::{Attachment, ClientMail},
     },
+    portal::room_state,
     store::{messages, outbound_queue::QueuedMail},
 };
 
@@ -83,8 +85,12 @@ pub async fn build(bridge: &Bridge, queued: &QueuedMail) -> Result<ClientMail, B
         }
     };
     let subject = subject(&text);
+    let author = author(bridge, queued, &to)
+        .await
+        .map_err(BuildError::Temporary)?;
     let mut mail = ClientMail::new(bridge.config.mailbox.address.clone(), to, subject, text);
     mail.message_id = queued.message_id.clone();
+    mail.from_name = author;
     if let Some((source, filename, mimetype)) = file {
         mail.attachments
             .push(download(bridge, source, filename, mimetype).await?);
@@ -97,6 +103,27 @@ pub async fn build(bridge: &Bridge, queued: &QueuedMail) -> Result<ClientMail, B
         mail.references = mapped.refs.iter().rev().cloned().collect();
     }
     Ok(mail)
+}
+
+/// The display name of the message's author in the room, shown as the
+/// mail's sender name: every mail leaves from the insurer's one mailbox,
+/// and the practice must see who in the chat wrote. Read as the ghost of a
+/// recipient (it is in the room).
+async fn author(
+    bridge: &Bridge,
+    queued: &QueuedMail,
+    to: &[KimAddress],
+) -> anyhow::Result<Option<String>> {
+    let (Ok(room_id), Ok(sender), Some(address)) = (
+        RoomId::parse(&queued.room_id),
+        UserId::parse(&queued.sender),
+        to.first(),
+    ) else {
+        return Ok(None);
+    };
+    let ghost = bridge.ghost_of(address);
+    let name = room_state::display_name(bridge, &room_id, &ghost, &sender).await?;
+    Ok(Some(name))
 }
 
 /// A file message's body is its file name unless the sender wrote a caption.

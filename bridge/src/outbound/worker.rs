@@ -6,9 +6,12 @@
 
 use std::time::Duration;
 
-use ruma::{EventId, RoomId};
+use ruma::{EventId, RoomId, UserId};
 
-use super::mail::{self, BuildError};
+use super::{
+    mail::{self, BuildError},
+    queue,
+};
 use crate::{
     bridge::Bridge,
     kim::smtp::{SendOutcome, SmtpError, SmtpSender},
@@ -65,12 +68,17 @@ async fn send(bridge: &Bridge, sender: &SmtpSender, queued: QueuedMail) -> anyho
                 .filter(|recipient| !recipient.accepted())
                 .map(|recipient| format!("{}: {}", recipient.address, recipient.reply))
                 .collect();
+            // The queue row first, as `queue::withdraw` does: one lock order.
             let mut tx = bridge.db.begin().await?;
+            let withdrawn_meanwhile =
+                !store::outbound_queue::remove(&mut *tx, &queued.message_id).await?;
             store::messages::set_state(&mut *tx, &queued.message_id, MessageState::Sent, None)
                 .await?;
-            store::outbound_queue::remove(&mut *tx, &queued.message_id).await?;
             tx.commit().await?;
             tracing::info!(message_id = queued.message_id, "KIM mail sent");
+            if withdrawn_meanwhile {
+                retract_sent(bridge, &queued).await?;
+            }
             if !refused.is_empty() {
                 failure_notice(
                     bridge,
@@ -96,6 +104,23 @@ async fn send(bridge: &Bridge, sender: &SmtpSender, queued: QueuedMail) -> anyho
             retry(bridge, &queued, &error.to_string()).await
         }
     }
+}
+
+/// The message was redacted while its mail was being sent: it went out
+/// anyway, so the practice gets the retraction (mapped to a derived event
+/// id, so a redone send queues it once).
+async fn retract_sent(bridge: &Bridge, queued: &QueuedMail) -> anyhow::Result<()> {
+    let (Ok(room_id), Ok(event_id), Ok(sender)) = (
+        RoomId::parse(&queued.room_id),
+        EventId::parse(&queued.event_id),
+        UserId::parse(&queued.sender),
+    ) else {
+        return Ok(());
+    };
+    let Ok(retraction_id) = EventId::parse(format!("$kim-retraction-{}", queued.message_id)) else {
+        return Ok(());
+    };
+    queue::send_retraction(bridge, &room_id, &retraction_id, &sender, &event_id).await
 }
 
 /// A temporary failure: later, or failed for good after the last attempt.
@@ -128,6 +153,7 @@ async fn fail(bridge: &Bridge, queued: &QueuedMail, reason: &str) -> anyhow::Res
     tracing::info!(message_id = queued.message_id, "KIM mail failed");
     failure_notice(bridge, queued, reason).await?;
     let mut tx = bridge.db.begin().await?;
+    store::outbound_queue::remove(&mut *tx, &queued.message_id).await?;
     store::messages::set_state(
         &mut *tx,
         &queued.message_id,
@@ -135,7 +161,6 @@ async fn fail(bridge: &Bridge, queued: &QueuedMail, reason: &str) -> anyhow::Res
         Some(reason),
     )
     .await?;
-    store::outbound_queue::remove(&mut *tx, &queued.message_id).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -82,6 +82,15 @@ pub async fn open(
 ) -> anyhow::Result<()> {
     ghosts::ensure_registered(bridge, address).await?;
     let ghost = bridge.ghost_of(address);
+    // Its device and keys exist before it joins: members' clients query
+    // the keys of a user when they see the join, and a query answered
+    // before the device existed would leave the ghost without room keys.
+    // Every room: one may turn on encryption later.
+    bridge
+        .crypto
+        .device(&ghost)
+        .await
+        .context("the ghost's device")?;
     bridge
         .homeserver
         .send_as(
@@ -91,13 +100,6 @@ pub async fn open(
         )
         .await
         .context("the ghost joining")?;
-    // Its device exists before members send, so their clients share room
-    // keys with it (every room: one may turn on encryption later).
-    bridge
-        .crypto
-        .device(&ghost)
-        .await
-        .context("the ghost's device")?;
     if store::portals::add_address(&bridge.db, room_id, address, added_by).await? {
         tracing::info!(%room_id, %ghost, %added_by, "KIM address added to a portal");
     }
@@ -188,16 +190,17 @@ pub async fn bot_invited(
             .context("the bot declining")?;
         return Ok(());
     }
-    bridge
-        .homeserver
-        .send(join_room_by_id::v3::Request::new(room_id.to_owned()))
-        .await
-        .context("the bot joining")?;
+    // Device before join, as for ghosts in `open`.
     bridge
         .crypto
         .device(&bridge.bot)
         .await
         .context("the bot's device")?;
+    bridge
+        .homeserver
+        .send(join_room_by_id::v3::Request::new(room_id.to_owned()))
+        .await
+        .context("the bot joining")?;
     if is_direct {
         store::management_rooms::insert(&bridge.db, room_id, inviter).await?;
         tracing::info!(%room_id, %inviter, "management room");

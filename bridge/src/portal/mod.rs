@@ -7,3 +7,4 @@ pub mod ghosts;
 pub mod invites;
 pub mod management;
 pub mod notices;
+pub mod room_state;

@@ -15,6 +15,8 @@ pub enum MessageState {
     Failed,
     /// Inbound, its events are in the room.
     Posted,
+    /// Outbound, redacted in the room before its mail left: never sent.
+    Withdrawn,
 }
 
 impl MessageState {
@@ -24,6 +26,7 @@ impl MessageState {
             Self::Sent => "sent",
             Self::Failed => "failed",
             Self::Posted => "posted",
+            Self::Withdrawn => "withdrawn",
         }
     }
 
@@ -32,6 +35,7 @@ impl MessageState {
             "queued" => Self::Queued,
             "sent" => Self::Sent,
             "failed" => Self::Failed,
+            "withdrawn" => Self::Withdrawn,
             _ => Self::Posted,
         }
     }

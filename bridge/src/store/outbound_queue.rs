@@ -78,13 +78,14 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// Sent or failed for good: out of the queue.
-pub async fn remove(db: impl PgExecutor<'_>, message_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM outbound_queue WHERE message_id = $1")
+/// Sent, failed for good or withdrawn: out of the queue. `false` when it
+/// was not queued (any more).
+pub async fn remove(db: impl PgExecutor<'_>, message_id: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query("DELETE FROM outbound_queue WHERE message_id = $1")
         .bind(message_id)
         .execute(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected() == 1)
 }
 
 pub async fn len(pool: &PgPool) -> sqlx::Result<i64> {
