@@ -517,6 +517,79 @@ async fn edits_and_redactions_follow_the_mail_and_mails_name_their_author() {
     assert_eq!(mails(&practice).await.len(), 3, "one mail each, no more");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_from_unknown_practices_lands_in_triage_and_absences_are_notices() {
+    let insurer = unique("versicherung", "insurer.kim.telematik-test");
+    let practice = unique("praxis", "practice.kim.telematik-test");
+    let mut deployment = Deployment::start(|document| mailbox_config(document, &insurer)).await;
+    let alice = deployment.homeserver.register_user("alice").await;
+    let alice_api = deployment.homeserver.api_as(&alice.access_token);
+    let bot = deployment.bridge().bot.to_string();
+    let ghost = deployment.ghost(&practice);
+
+    // Staff keep a triage room with the bot in it; the bridge is configured to use it.
+    let triage = alice_api.create_room(json!({ "invite": [bot] })).await;
+    eventually(WITHIN, "the bot joined the triage room", || async {
+        joined(&alice_api, &triage, &bot).await.then_some(())
+    })
+    .await;
+    deployment.stop_bridge().await;
+    deployment.config.bridge.triage_room = Some(ruma::RoomId::parse(&triage).expect("room id"));
+    deployment.start_bridge().await;
+
+    // A practice nobody has written to: its mail opens the conversation there.
+    let chat = [
+        "X-KIM-DecryptionResult: 00".to_owned(),
+        "X-KIM-IntegrityCheckResult: 01".to_owned(),
+        "X-KIM-Dienstkennung: KIM-Mail;Default;V1.0".to_owned(),
+        "Subject: Anfrage".to_owned(),
+    ];
+    swaks(
+        &practice,
+        &insurer,
+        &chat,
+        "Wir haben eine Frage zur Versicherten.",
+    );
+    let first = eventually(WITHIN, "the mail in the triage room", || async {
+        events_with(&alice_api, &triage, &ghost, "eine Frage zur Versicherten")
+            .await
+            .pop()
+    })
+    .await;
+    assert_eq!(first["content"]["msgtype"], "m.text");
+    assert!(
+        joined(&alice_api, &triage, &ghost).await,
+        "the ghost was brought in"
+    );
+
+    // Its out-of-office reply is a notice in the same conversation.
+    let absent = [
+        "X-KIM-DecryptionResult: 00".to_owned(),
+        "X-KIM-IntegrityCheckResult: 01".to_owned(),
+        "X-KIM-Dienstkennung: KIM-Mail;Abwesend;V1.0".to_owned(),
+        "Subject: Abwesend".to_owned(),
+    ];
+    swaks(
+        &practice,
+        &insurer,
+        &absent,
+        "Praxis geschlossen bis Montag.",
+    );
+    let notice = eventually(WITHIN, "the absence notice", || async {
+        events_with(&alice_api, &triage, &ghost, "Praxis geschlossen bis Montag")
+            .await
+            .pop()
+    })
+    .await;
+    assert_eq!(notice["content"]["msgtype"], "m.notice", "{notice}");
+    assert!(
+        notice["content"]["body"]
+            .as_str()
+            .is_some_and(|body| body.starts_with("Abwesenheitsnotiz")),
+        "{notice}"
+    );
+}
+
 /// The member's decrypted timeline events whose body contains `text`, once
 /// one arrives.
 async fn member_decrypts(

@@ -435,6 +435,15 @@ async fn receipts_to_device_messages_and_device_lists_reach_the_appservice() {
         (&json!("m.test"), &json!("@alice:localhost"), &json!(GHOST), &json!("KIMBRIDGE"), &json!({ "hallo": "bridge" }))
     );
     assert!(key_counts[GHOST]["KIMBRIDGE"].is_object(), "MSC3202 key counts of the ghost's device: {key_counts}");
+    // Carried by a stored transaction, it left the to-device queue (no sync
+    // of the ghost's would ever acknowledge it).
+    let ghost_id = ruma::UserId::parse(GHOST).expect("user id");
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1")
+        .bind(GHOST)
+        .fetch_one(server.server().db.user_shard(&ghost_id))
+        .await
+        .expect("counting");
+    assert_eq!(queued, 0, "the delivered to-device message is no longer queued");
 
     // MSC3202: a room member's device list changes (a rename is one).
     let device_id = alice_api.get("/_matrix/client/v3/account/whoami").await.str("device_id");

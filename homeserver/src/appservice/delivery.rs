@@ -5,7 +5,8 @@
 //!
 //! The database is the source of truth: a formed transaction is stored in
 //! the same database transaction that moves the appservice's cursor past
-//! what it carries, and deleted only after the appservice answered 2xx.
+//! what it carries (the to-device messages it carries leave their queue in
+//! that transaction too), and deleted only after the appservice answered 2xx.
 //! Until then it is retried with exponential backoff (1 s doubling, capped
 //! at 5 minutes), never dropped, by whichever worker holds the lease, after
 //! restarts too, with the same transaction id and body. One transaction is
@@ -24,6 +25,7 @@ use crate::{
     storage::{
         appservice_txns,
         lease::{Lease, LeasedTasks},
+        to_device,
     },
 };
 
@@ -80,6 +82,7 @@ async fn deliver(server: &Homeserver, appservice: &Appservice, index: usize, db:
                 anyhow::ensure!(appservice_txns::advance_cursor(&mut tx, id, from, formed.upto).await?, "another worker moved the appservice cursor");
                 if let Some(body) = &formed.body {
                     appservice_txns::enqueue(&mut tx, id, formed.upto, body).await?;
+                    to_device::delete_delivered(&mut *tx, &formed.to_device_recipients, from, formed.upto).await?;
                 }
                 tx.commit().await?;
             }

@@ -28,6 +28,10 @@ pub struct Formed {
     /// The transaction body; `None` when nothing in the stretch is the
     /// appservice's (the cursor just moves on).
     pub body: Option<JsonValue>,
+    /// The users (exclusively the appservice's) whose to-device messages of
+    /// the stretch the body carries: stored with it, they leave the
+    /// to-device queue.
+    pub to_device_recipients: Vec<String>,
 }
 
 /// The stretch after `from`, or `None` when the stream has not moved.
@@ -53,14 +57,19 @@ pub async fn form(server: &Homeserver, appservice: &Appservice, db: &PgPool, fro
             timeline.push(JsonValue::Object(client.json));
         }
     }
+    let mut to_device_recipients = BTreeSet::new();
     let (ephemeral, to_device) = if appservice.receive_ephemeral {
-        (receipts(appservice, db, &mut interest, from, upto).await?, to_device(appservice, db, from, upto, &mut own_users).await?)
+        (receipts(appservice, db, &mut interest, from, upto).await?, to_device(appservice, db, from, upto, &mut to_device_recipients).await?)
     } else {
         (Vec::new(), Vec::new())
     };
+    own_users.extend(to_device_recipients.iter().cloned());
+    // Only users no other appservice may also have (its sender, exclusive
+    // namespaces): another one's transactions may not have carried them yet.
+    let to_device_recipients: Vec<String> = to_device_recipients.into_iter().filter(|user| appservice.sender.as_str() == user || appservice.namespaces.claims_user(user)).collect();
     let device_lists = if appservice.msc3202 { device_list_changes(server, db, &mut interest, from, upto).await? } else { Vec::new() };
     if timeline.is_empty() && ephemeral.is_empty() && to_device.is_empty() && device_lists.is_empty() {
-        return Ok(Some(Formed { upto, body: None }));
+        return Ok(Some(Formed { upto, body: None, to_device_recipients }));
     }
 
     let mut body = json!({ "events": timeline });
@@ -79,7 +88,7 @@ pub async fn form(server: &Homeserver, appservice: &Appservice, db: &PgPool, fro
         own_users.insert(appservice.sender.to_string());
         add_key_counts(server, &mut body, own_users).await?;
     }
-    Ok(Some(Formed { upto, body: Some(body) }))
+    Ok(Some(Formed { upto, body: Some(body), to_device_recipients }))
 }
 
 /// The `m.receipt` events (with `room_id`) of the appservice's rooms.
@@ -102,8 +111,8 @@ async fn receipts(appservice: &Appservice, db: &PgPool, interest: &mut Interest<
 }
 
 /// To-device messages for the appservice's users (MSC2409), with
-/// `to_user_id` and `to_device_id`.
-async fn to_device(appservice: &Appservice, db: &PgPool, from: i64, upto: i64, own_users: &mut BTreeSet<String>) -> sqlx::Result<Vec<JsonValue>> {
+/// `to_user_id` and `to_device_id`; their recipients go into `recipients`.
+async fn to_device(appservice: &Appservice, db: &PgPool, from: i64, upto: i64, recipients: &mut BTreeSet<String>) -> sqlx::Result<Vec<JsonValue>> {
     let mut out = Vec::new();
     for addressed in to_device::in_range(db, from, upto).await? {
         if !appservice.is_user(&addressed.user_id) {
@@ -113,7 +122,7 @@ async fn to_device(appservice: &Appservice, db: &PgPool, from: i64, upto: i64, o
         let Some(fields) = message.as_object_mut() else { continue };
         fields.insert("to_user_id".to_owned(), addressed.user_id.clone().into());
         fields.insert("to_device_id".to_owned(), addressed.device_id.into());
-        own_users.insert(addressed.user_id);
+        recipients.insert(addressed.user_id);
         out.push(message);
     }
     Ok(out)

@@ -82,6 +82,19 @@ pub async fn in_range(db: impl PgExecutor<'_>, after: i64, upto: i64) -> sqlx::R
     .await
 }
 
+/// Deletes the messages of `users` at positions `(after, upto]`: an
+/// appservice's transaction carries them (stored in the same database
+/// transaction), and no sync will acknowledge them.
+pub async fn delete_delivered(db: impl PgExecutor<'_>, users: &[String], after: i64, upto: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM to_device_messages WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id = ANY($3)")
+        .bind(after)
+        .bind(upto)
+        .bind(users)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Device ids of a user (for `*` recipients).
 pub async fn device_ids(db: impl PgExecutor<'_>, user_id: &UserId) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = $1")
