@@ -3,6 +3,7 @@
 
 pub mod appservice;
 pub mod bridge;
+pub mod clientmodul;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;

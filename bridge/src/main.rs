@@ -37,6 +37,11 @@ enum Command {
         #[arg(short, long, default_value = "config.toml", env = "KIM_BRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Run a TEST KIM Clientmodul (software keys, never for real mail).
+    TestClientmodul {
+        #[arg(short, long, default_value = "clientmodul.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,17 +70,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let config = config::Config::load(&config)?;
-            tokio::runtime::Runtime::new()
-                .context("starting the runtime")?
-                .block_on(kim_bridge::bridge::run(config))
+            runtime()?.block_on(kim_bridge::bridge::run(config))
+        }
+        Command::TestClientmodul { config } => {
+            let config = kim_bridge::clientmodul::config::ClientmodulConfig::load(&config)?;
+            runtime()?.block_on(kim_bridge::clientmodul::run(config))
         }
     }
+}
+
+/// Logging, the TLS provider and the runtime of the long-running commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Runtime::new().context("starting the runtime")
 }

@@ -19,11 +19,11 @@ use kim_bridge::{
     store,
 };
 use rand::{Rng as _, distr::Alphanumeric};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
     Deployment,
     common::api::{Api, enc, new_txn_id},
-    eventually,
+    events_with, eventually,
 };
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -138,27 +138,6 @@ fn mailbox_config(document: &mut toml_edit::DocumentMut, insurer: &str) {
         trust.insert("pinned_certificate", cert.as_str().into());
         mailbox[protocol]["trust"] = toml_edit::value(trust);
     }
-}
-
-async fn newest_events(api: &Api, room_id: &str) -> Vec<Value> {
-    api.messages(room_id, "dir=b&limit=30").await.ok()["chunk"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// The events of `sender` whose body contains `text`.
-async fn events_with(api: &Api, room_id: &str, sender: &str, text: &str) -> Vec<Value> {
-    newest_events(api, room_id)
-        .await
-        .into_iter()
-        .filter(|event| {
-            event["sender"] == sender
-                && event["content"]["body"]
-                    .as_str()
-                    .is_some_and(|body| body.contains(text))
-        })
-        .collect()
 }
 
 async fn joined(api: &Api, room_id: &str, user: &str) -> bool {

@@ -237,7 +237,7 @@ pub fn parse(raw: &[u8]) -> Result<IncomingMail, ParseError> {
             .any(|part| part.is_text_html())
             .then(|| message.body_html(0).map(|h| h.into_owned()))
             .flatten(),
-        attachments: attachments(&message, is_report),
+        attachments: attachments(&message, is_report, verification.failed_to_open()),
         verification,
         kind,
     })
@@ -436,7 +436,8 @@ fn clientmodul_error(
         PartType::Message(original) => Some(original),
         _ => None,
     })?;
-    if dienstkennung.is_some() && verification.errors.is_empty() {
+    if (dienstkennung.is_some() && verification.errors.is_empty()) || verification.failed_to_open()
+    {
         return None;
     }
     let mut explanation = subject.trim().to_owned();
@@ -460,11 +461,13 @@ fn clientmodul_error(
 }
 
 /// Attachments and inline files; for reports the returned original and the status parts are
-/// part of the report, not files.
-fn attachments(message: &Message<'_>, is_report: bool) -> Vec<IncomingAttachment> {
+/// part of the report, not files, and so is the unopened original in the Clientmodul's error
+/// mail for a received mail.
+fn attachments(message: &Message<'_>, is_report: bool, unopened: bool) -> Vec<IncomingAttachment> {
     message
         .attachments()
         .filter(|part| !(is_report && (part.is_message() || is_report_part(part))))
+        .filter(|part| !(unopened && part.is_message()))
         .enumerate()
         .map(|(index, part)| {
             let content_type = part.content_type().map_or_else(

@@ -41,4 +41,4 @@ pub mod tls;
 pub mod username;
 pub mod verification;
 
-mod line;
+pub(crate) mod line;

@@ -256,6 +256,17 @@ impl SmtpSender {
         Ok(outcome)
     }
 
+    /// Logs in and says goodbye: whether the server is reachable and takes the credentials
+    /// (a Clientmodul checks this at the client's AUTH, before it accepts any mail).
+    pub async fn check_login(&self) -> Result<(), Failure> {
+        let (mut conn, capabilities) = self.open().await?;
+        let result = conn
+            .authenticate(&capabilities, &self.config.username, &self.config.password)
+            .await;
+        conn.quit().await;
+        result
+    }
+
     /// Connects, protects the connection as configured and says EHLO (again after STARTTLS).
     async fn open(&self) -> Result<(Client<Box<dyn IoStream>>, Capabilities), Failure> {
         let endpoint = &self.config.endpoint;

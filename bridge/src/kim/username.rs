@@ -78,6 +78,91 @@ impl MailboxContext {
     }
 }
 
+/// A username as the Clientmodul reads it (our test Clientmodul, `crate::clientmodul`): the
+/// mailbox, the provider's MTA to talk to for it, and the Konnektor context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientmodulLogin {
+    pub address: KimAddress,
+    /// The MTA host from `mta-host:port`.
+    pub mta_host: String,
+    /// The MTA port from `mta-host:port`.
+    pub mta_port: u16,
+    pub mandant_id: String,
+    pub clientsystem_id: String,
+    pub workplace_id: String,
+    /// POP3 only; `None` for `*`.
+    pub user_id: Option<String>,
+    /// `None` when absent (SMTP) or `*` (POP3).
+    pub konnektor_id: Option<String>,
+}
+
+/// Why a received username does not follow the `#` format (SMTP `501 5.5.4`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed KIM username: {0}")]
+pub struct MalformedUsername(pub &'static str);
+
+impl ClientmodulLogin {
+    /// Reads an SMTP username: `address#mta-host:port#Mandant#Clientsystem#Workplace[#Konnektor]`.
+    pub fn parse_smtp(username: &str) -> Result<Self, MalformedUsername> {
+        let fields: Vec<&str> = username.split('#').collect();
+        if !(5..=6).contains(&fields.len()) {
+            return Err(MalformedUsername(
+                "an SMTP username has 5 or 6 '#'-separated fields",
+            ));
+        }
+        let mut login = Self::parse_common(&fields)?;
+        login.konnektor_id = fields
+            .get(5)
+            .map(|k| required("konnektor_id", k))
+            .transpose()?;
+        Ok(login)
+    }
+
+    /// Reads a POP3 username: `address#mta-host:port#Mandant#Clientsystem#Workplace#User#Konnektor`
+    /// with `*` for an absent user or Konnektor.
+    pub fn parse_pop3(username: &str) -> Result<Self, MalformedUsername> {
+        let fields: Vec<&str> = username.split('#').collect();
+        if fields.len() != 7 {
+            return Err(MalformedUsername(
+                "a POP3 username has 7 '#'-separated fields",
+            ));
+        }
+        let optional = |name, value: &str| match value {
+            "*" => Ok(None),
+            value => required(name, value).map(Some),
+        };
+        let mut login = Self::parse_common(&fields)?;
+        login.user_id = optional("user_id", fields[5])?;
+        login.konnektor_id = optional("konnektor_id", fields[6])?;
+        Ok(login)
+    }
+
+    fn parse_common(fields: &[&str]) -> Result<Self, MalformedUsername> {
+        let address =
+            KimAddress::parse(fields[0]).map_err(|_| MalformedUsername("not a KIM address"))?;
+        let (host, port) = fields[1]
+            .rsplit_once(':')
+            .ok_or(MalformedUsername("the MTA must be host:port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| MalformedUsername("the MTA port is not a number"))?;
+        Ok(Self {
+            address,
+            mta_host: required("mta host", host)?,
+            mta_port: port,
+            mandant_id: required("mandant_id", fields[2])?,
+            clientsystem_id: required("clientsystem_id", fields[3])?,
+            workplace_id: required("workplace_id", fields[4])?,
+            user_id: None,
+            konnektor_id: None,
+        })
+    }
+}
+
+fn required(name: &'static str, value: &str) -> Result<String, MalformedUsername> {
+    field(name, value).map_err(|e| MalformedUsername(e.field))
+}
+
 fn field(name: &'static str, value: &str) -> Result<String, UsernameError> {
     let ok = !value.is_empty()
         && value != "*"
@@ -125,6 +210,34 @@ mod tests {
             c.smtp_username().unwrap(),
             "erik.mustermann@hrst.kim.telematik#hrst.kim.telematik:465#1#KOM_LE#7#Konn_1"
         );
+    }
+
+    #[test]
+    fn the_clientmodul_reads_what_the_bridge_writes() {
+        let mut c = context();
+        c.konnektor_id = Some("Konn_1".into());
+        let smtp = ClientmodulLogin::parse_smtp(&c.smtp_username().unwrap()).unwrap();
+        assert_eq!(smtp.address, c.address);
+        assert_eq!(
+            (smtp.mta_host.as_str(), smtp.mta_port),
+            ("hrst.kim.telematik", 465)
+        );
+        assert_eq!(smtp.konnektor_id.as_deref(), Some("Konn_1"));
+        let pop3 = ClientmodulLogin::parse_pop3(&c.pop3_username().unwrap()).unwrap();
+        assert_eq!((pop3.mta_port, pop3.user_id), (995, None));
+        for malformed in [
+            "erik.mustermann@hrst.kim.telematik",
+            "erik.mustermann@hrst.kim.telematik#hrst.kim.telematik#1#KIM#7",
+            "erik.mustermann@example.org#h:465#1#KIM#7",
+            "erik.mustermann@hrst.kim.telematik#h:465#1##7",
+            "erik.mustermann@hrst.kim.telematik#h:465#1#KIM#7#K#extra",
+        ] {
+            assert!(
+                ClientmodulLogin::parse_smtp(malformed).is_err(),
+                "{malformed}"
+            );
+        }
+        assert!(ClientmodulLogin::parse_pop3("a@b.kim.telematik#h:995#1#KIM#7#*").is_err());
     }
 
     #[test]

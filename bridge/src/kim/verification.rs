@@ -188,6 +188,19 @@ impl Verification {
             && self.errors.is_empty()
     }
 
+    /// The Clientmodul could not open a received mail (decryption failed) or
+    /// its signature layer is broken: its error mail then stands for the
+    /// sender's mail, not for a report about one of ours.
+    pub fn failed_to_open(&self) -> bool {
+        !matches!(
+            self.decryption,
+            DecryptionResult::Ok | DecryptionResult::Missing
+        ) || matches!(
+            self.integrity,
+            IntegrityResult::Violated | IntegrityResult::BadFormat | IntegrityResult::OtherError
+        )
+    }
+
     /// One line for the room, e.g. `decrypted, signature valid` or
     /// `⚠ decrypted, INTEGRITY VIOLATED: the mail was changed`.
     pub fn status_line(&self) -> String {

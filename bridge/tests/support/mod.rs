@@ -8,6 +8,7 @@
 #[rustfmt::skip]
 #[path = "../../../homeserver/tests/common/mod.rs"]
 pub mod common;
+pub mod clientmodul;
 pub mod mail_server;
 
 use std::{path::PathBuf, time::Duration};
@@ -79,6 +80,15 @@ impl Deployment {
         }
     }
 
+    /// Homeserver and bridge, the bridge's mailbox `address` behind the
+    /// test Clientmodul (which holds its keys).
+    pub async fn start_behind(
+        clientmodul: &clientmodul::TestClientmodul,
+        address: &kim_bridge::kim::address::KimAddress,
+    ) -> Self {
+        Self::start(|document| clientmodul.configure_bridge(document, address)).await
+    }
+
     pub fn bridge(&self) -> &kim_bridge::bridge::Bridge {
         &self.bridge.as_ref().expect("the bridge runs").bridge
     }
@@ -112,6 +122,28 @@ impl Deployment {
             .ghost_of(&address.parse().expect("a KIM address"))
             .to_string()
     }
+}
+
+/// The newest events of `room_id` from `sender` whose body contains `text`.
+pub async fn events_with(
+    api: &common::api::Api,
+    room_id: &str,
+    sender: &str,
+    text: &str,
+) -> Vec<serde_json::Value> {
+    let chunk = api.messages(room_id, "dir=b&limit=50").await.ok()["chunk"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    chunk
+        .into_iter()
+        .filter(|event| {
+            event["sender"] == sender
+                && event["content"]["body"]
+                    .as_str()
+                    .is_some_and(|body| body.contains(text))
+        })
+        .collect()
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `within`.
