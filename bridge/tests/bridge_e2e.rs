@@ -19,11 +19,11 @@ use kim_bridge::{
     store,
 };
 use rand::{Rng as _, distr::Alphanumeric};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{
     Deployment,
     common::api::{Api, enc, new_txn_id},
-    events_with, eventually,
+    events_with, eventually, newest_events,
 };
 
 const WITHIN: Duration = Duration::from_secs(60);

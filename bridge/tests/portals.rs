@@ -14,7 +14,7 @@ use support::{
         api::{Api, enc},
         database::TestDatabase,
     },
-    eventually,
+    eventually, newest_events,
 };
 
 const PRAXIS: &str = "praxis.mueller@praxis.kim.telematik";
@@ -30,14 +30,6 @@ async fn joined(api: &Api, room_id: &str) -> Vec<String> {
     reply.ok()["joined"]
         .as_object()
         .map(|joined| joined.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// The newest events of a room, newest first.
-async fn newest_events(api: &Api, room_id: &str) -> Vec<Value> {
-    api.messages(room_id, "dir=b&limit=20").await.ok()["chunk"]
-        .as_array()
-        .cloned()
         .unwrap_or_default()
 }
 

@@ -124,6 +124,14 @@ impl Deployment {
     }
 }
 
+/// The newest events of `room_id`, newest first.
+pub async fn newest_events(api: &common::api::Api, room_id: &str) -> Vec<serde_json::Value> {
+    api.messages(room_id, "dir=b&limit=50").await.ok()["chunk"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The newest events of `room_id` from `sender` whose body contains `text`.
 pub async fn events_with(
     api: &common::api::Api,
@@ -131,11 +139,8 @@ pub async fn events_with(
     sender: &str,
     text: &str,
 ) -> Vec<serde_json::Value> {
-    let chunk = api.messages(room_id, "dir=b&limit=50").await.ok()["chunk"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    chunk
+    newest_events(api, room_id)
+        .await
         .into_iter()
         .filter(|event| {
             event["sender"] == sender
