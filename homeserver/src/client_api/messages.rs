@@ -121,6 +121,7 @@ struct PageQuery<'a> {
 /// filter wants.
 async fn paginate(server: &Homeserver, room_id: &RoomId, viewer: &UserId, access: &HistoryAccess, query: PageQuery<'_>) -> ApiResult<Page> {
     let PageQuery { dir, from, bound, limit, filter: wanted } = query;
+    filter::check_size(wanted, server.config.limits.max_filter_entries)?;
     let db = server.db.room_shard(room_id);
     let mut events = Vec::new();
     let mut cursor = from;

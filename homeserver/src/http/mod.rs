@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod client_address;
 pub mod error;
+pub mod limits;
 pub mod router;
 pub mod ruma;
 
