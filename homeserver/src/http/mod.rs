@@ -6,6 +6,7 @@ pub mod error;
 pub mod limits;
 pub mod router;
 pub mod ruma;
+pub mod security_headers;
 
 pub use self::{
     auth::Session,
