@@ -63,7 +63,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         // Nothing new for this user up to `upto`: wait from there.
         since = Some(upto);
         let waiting = server.metrics.sync.start_waiting();
-        let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
+        let woken = server.long_poll(deadline, notified).await;
         waiting.end(woken);
         if !woken {
             let upto = SyncToken::current(&server).await?;
