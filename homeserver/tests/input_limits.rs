@@ -180,3 +180,23 @@ async fn a_wildcard_filter_cannot_stall_the_server() {
         .expect("/messages with a many-star filter answers within 10 s");
     assert_eq!(page.ok()["chunk"], json!([]), "nothing ends in `b`");
 }
+
+#[rustfmt::skip]
+#[path = "../../fuzz/src/homeserver_targets.rs"]
+mod homeserver_targets;
+#[rustfmt::skip]
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
+
+/// The fuzz targets (`scripts/fuzz`) over their seeds and every crash they
+/// once found, so each run of the suite repeats them without libFuzzer.
+#[test]
+fn the_fuzz_targets_pass_their_corpus_and_regressions() {
+    let targets: [(&str, fn(&[u8])); 2] = [("event_json", homeserver_targets::event_json), ("sync_filter", homeserver_targets::sync_filter)];
+    for (target, run) in targets {
+        for (path, input) in corpus::inputs(target, &[]) {
+            let outcome = std::panic::catch_unwind(|| run(&input));
+            assert!(outcome.is_ok(), "fuzz target {target} panics on {}", path.display());
+        }
+    }
+}
