@@ -536,3 +536,36 @@ fn brainpool_recipient_round_trip() {
     assert!(matches!(error, SmimeError::KeyNotAvailable), "{error:?}");
     assert_eq!(error.decryption_result(), Some("01"));
 }
+
+#[rustfmt::skip]
+#[path = "../../fuzz/src/bridge_targets.rs"]
+mod bridge_targets;
+#[rustfmt::skip]
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
+
+/// The fuzz targets (`scripts/fuzz`) over their seeds (gematik's samples
+/// among them) and every crash they once found, so each run of the suite
+/// repeats them without libFuzzer.
+#[test]
+fn the_fuzz_targets_pass_their_corpus_and_regressions() {
+    let mailbox = mailbox_a();
+    for (path, input) in corpus::inputs("kim_mail", &["bridge/tests/data/kim-samples"]) {
+        let outcome = std::panic::catch_unwind(|| bridge_targets::kim_mail(&input));
+        assert!(
+            outcome.is_ok(),
+            "fuzz target kim_mail panics on {}",
+            path.display()
+        );
+    }
+    for (path, input) in corpus::inputs("smime_decode", &["bridge/tests/data/smime-profil"]) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bridge_targets::smime_decode(&input, &mailbox)
+        }));
+        assert!(
+            outcome.is_ok(),
+            "fuzz target smime_decode panics on {}",
+            path.display()
+        );
+    }
+}

@@ -124,6 +124,28 @@ pub struct LimitsConfig {
     /// Longest `/sync` long-poll a client may ask for, in milliseconds.
     #[serde(default = "default_max_sync_timeout_ms")]
     pub max_sync_timeout_ms: u64,
+    /// Deepest nesting of arrays and objects in a request body (400
+    /// `M_BAD_JSON` deeper). Matrix content nests a handful of levels.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
+    /// Most messages (recipient devices) in one `sendToDevice` (413
+    /// `M_TOO_LARGE` above); a room key share costs one per member device.
+    #[serde(default = "default_max_to_device_messages")]
+    pub max_to_device_messages: usize,
+    /// Most users in one `/keys/query`.
+    #[serde(default = "default_max_keys_query_users")]
+    pub max_keys_query_users: usize,
+    /// Most devices in one `/keys/claim`.
+    #[serde(default = "default_max_keys_claim_devices")]
+    pub max_keys_claim_devices: usize,
+    /// Most one-time and fallback keys in one `/keys/upload`.
+    #[serde(default = "default_max_uploaded_one_time_keys")]
+    pub max_uploaded_one_time_keys: usize,
+    /// Most entries (types, senders, rooms, each list counted) in one filter
+    /// (400 `M_BAD_JSON` above): every event a sync reads is matched
+    /// against them.
+    #[serde(default = "default_max_filter_entries")]
+    pub max_filter_entries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +153,12 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request_bytes(),
             max_sync_timeout_ms: default_max_sync_timeout_ms(),
+            max_json_depth: default_max_json_depth(),
+            max_to_device_messages: default_max_to_device_messages(),
+            max_keys_query_users: default_max_keys_query_users(),
+            max_keys_claim_devices: default_max_keys_claim_devices(),
+            max_uploaded_one_time_keys: default_max_uploaded_one_time_keys(),
+            max_filter_entries: default_max_filter_entries(),
         }
     }
 }
@@ -618,6 +646,24 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_max_sync_timeout_ms() -> u64 {
     60_000
+}
+fn default_max_json_depth() -> usize {
+    64
+}
+fn default_max_to_device_messages() -> usize {
+    10_000
+}
+fn default_max_keys_query_users() -> usize {
+    1_000
+}
+fn default_max_keys_claim_devices() -> usize {
+    10_000
+}
+fn default_max_uploaded_one_time_keys() -> usize {
+    1_000
+}
+fn default_max_filter_entries() -> usize {
+    1_000
 }
 fn default_true() -> bool {
     true

@@ -4,6 +4,7 @@ use std::{ops::Deref, sync::Arc};
 
 use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     appservice::{Appservices, delivery::AppserviceWorker},
@@ -47,6 +48,9 @@ pub struct Inner {
     pub appservices: Appservices,
     /// The TI-M federation list: which remote domains may be invited.
     pub federation_list: FederationLists,
+    /// Cancelled when `serve` is told to stop: long-polls answer at once
+    /// rather than hold the shutdown for their whole timeout.
+    pub stopping: CancellationToken,
     server_name: OwnedServerName,
 }
 
@@ -60,6 +64,16 @@ impl Deref for Homeserver {
 impl Inner {
     pub fn server_name(&self) -> &ServerName {
         &self.server_name
+    }
+
+    /// Waits for `notified` until `deadline` or until the server stops;
+    /// true only when notified. The wait of every long-poll (`/sync`,
+    /// sliding sync).
+    pub async fn long_poll(&self, deadline: tokio::time::Instant, notified: impl std::future::Future<Output = ()>) -> bool {
+        tokio::select! {
+            woken = tokio::time::timeout_at(deadline, notified) => woken.is_ok(),
+            () = self.stopping.cancelled() => false,
+        }
     }
 }
 
@@ -102,12 +116,14 @@ impl Homeserver {
             oidc: RelyingParty::new()?,
             appservices,
             federation_list,
+            stopping: CancellationToken::new(),
             server_name,
         })))
     }
 
     /// Serves the Client-Server API on `listener` until `shutdown` resolves,
-    /// then finishes the requests in flight. The push, presence and appservice tasks
+    /// then refuses new connections, answers waiting long-polls at once and
+    /// finishes the requests in flight. The push, presence and appservice tasks
     /// and (with Redis) the notifier's relay run alongside and stop after
     /// the last request, the relay publishing what those requests queued.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -119,6 +135,11 @@ impl Homeserver {
         let map_follower = crate::rebalance::follower::MapFollower::start(&self);
         let federation_list = FederationListRefresher::start(&self);
         let retention = self.config.tim.retention.enabled.then(|| RetentionWorker::start(&self));
+        let stopping = self.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let app = crate::http::router::build(self);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(shutdown)

@@ -103,3 +103,64 @@ async fn typing_after_a_restart_reaches_old_tokens() {
         .unwrap_or_else(|| panic!("no m.typing for a pre-restart token: {reply}"));
     assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]), "{reply}");
 }
+
+/// `http_requests_in_flight` of the server's own metrics.
+fn requests_in_flight(server: &TestServer) -> u64 {
+    let text = server.server().metrics.render().expect("rendering the metrics");
+    text.lines().find_map(|line| line.strip_prefix("http_requests_in_flight ")).and_then(|value| value.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The shutdown of `homeserver serve` (SIGTERM), driven in-process through
+/// the same future: an upload whose body is still arriving finishes, a
+/// long-polling `/sync` answers at once instead of after its timeout, new
+/// connections are refused, and the server is gone well within the bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut server = TestServer::start_one_worker().await;
+    let alice = server.register_user("alice").await;
+    let api = server.api_as(&alice.access_token);
+    let since = api.sync(None, 0).await.str("next_batch");
+    let addr = server.base_url().trim_start_matches("http://").to_owned();
+
+    let long_poll = tokio::spawn({
+        let api = api.clone();
+        async move { api.sync(Some(&since), 60_000).await }
+    });
+    assert!(server.wait_for_waiting_sync(SOON).await, "the /sync is long-polling");
+
+    // An upload with half its body sent: in flight until the rest comes.
+    let mut upload = tokio::net::TcpStream::connect(&addr).await.expect("connecting");
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello",
+        alice.access_token
+    );
+    upload.write_all(head.as_bytes()).await.expect("sending the first half");
+    let deadline = std::time::Instant::now() + SOON;
+    while requests_in_flight(&server) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the upload never reached the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let started = std::time::Instant::now();
+    let stop = server.stop();
+    let clients = async {
+        let synced = long_poll.await.expect("the /sync task");
+        assert!(synced.status.is_success(), "the long-poll is answered: {synced}");
+        assert!(started.elapsed() < SOON, "the long-poll answered at once, not after its timeout");
+        // The listener closes as the long-polls are told to answer: allow
+        // for that moment.
+        while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            assert!(started.elapsed() < SOON, "new connections are refused while stopping");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        upload.write_all(b"world").await.expect("sending the second half");
+        let mut answer = String::new();
+        upload.read_to_string(&mut answer).await.expect("reading the upload's answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "the upload in flight finishes: {answer}");
+        assert!(answer.contains("content_uri"), "{answer}");
+    };
+    tokio::join!(stop, clients);
+    assert!(started.elapsed() < SOON, "stopped within {SOON:?}, took {:?}", started.elapsed());
+}

@@ -18,7 +18,7 @@ use super::session::{delete_devices, open_session};
 use crate::{
     appservice::Appservice,
     auth::{password, uiaa},
-    http::{ApiError, ApiResult, Args, RouterExt, Session},
+    http::{ApiError, ApiResult, Args, RouterExt, Session, limits},
     rooms::membership,
     server::Homeserver,
     storage::{self, users},
@@ -45,7 +45,7 @@ pub fn new_user_id(server: &Homeserver, username: &str) -> ApiResult<OwnedUserId
         return Err(invalid());
     }
     let user_id = UserId::parse_with_server_name(localpart, server.server_name()).map_err(|_| invalid())?;
-    if user_id.as_str().len() > 255 {
+    if user_id.as_str().len() > limits::MAX_ID_BYTES {
         return Err(invalid());
     }
     Ok(user_id)

@@ -19,7 +19,7 @@ use serde_json::Value as JsonValue;
 use crate::{
     auth::uiaa,
     e2ee::{self, keys::KeyUpload},
-    http::{ApiError, ApiResult, Args, RouterExt, raw_json},
+    http::{ApiError, ApiResult, Args, RouterExt, limits, raw_json},
     server::Homeserver,
     sync::token::{StreamRange, SyncToken},
 };
@@ -47,6 +47,7 @@ fn uint_counts(counts: BTreeMap<String, i64>) -> BTreeMap<ruma::OneTimeKeyAlgori
 async fn upload(server: Homeserver, args: Args<upload_keys::v3::Request>) -> ApiResult<upload_keys::v3::Response> {
     let session = args.session()?;
     let request = &args.body;
+    limits::check_count(request.one_time_keys.len() + request.fallback_keys.len(), server.config.limits.max_uploaded_one_time_keys, "one-time and fallback keys")?;
     let keys = |map: &BTreeMap<OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>>| -> ApiResult<Vec<(String, JsonValue)>> {
         map.iter().map(|(id, key)| Ok((id.to_string(), json_of(key)?))).collect()
     };
@@ -61,6 +62,7 @@ async fn upload(server: Homeserver, args: Args<upload_keys::v3::Request>) -> Api
 
 async fn query(server: Homeserver, args: Args<get_keys::v3::Request>) -> ApiResult<get_keys::v3::Response> {
     let session = args.session()?;
+    limits::check_count(args.body.device_keys.len(), server.config.limits.max_keys_query_users, "users")?;
     let wanted: BTreeMap<OwnedUserId, Vec<String>> =
         args.body.device_keys.iter().map(|(user, devices)| (user.clone(), devices.iter().map(ToString::to_string).collect())).collect();
     let result = e2ee::keys::query(&server, &session.user_id, &wanted).await?;
@@ -83,6 +85,8 @@ async fn query(server: Homeserver, args: Args<get_keys::v3::Request>) -> ApiResu
 
 async fn claim(server: Homeserver, args: Args<claim_keys::v3::Request>) -> ApiResult<claim_keys::v3::Response> {
     args.session()?;
+    let devices = args.body.one_time_keys.values().map(BTreeMap::len).sum();
+    limits::check_count(devices, server.config.limits.max_keys_claim_devices, "devices")?;
     let wanted: BTreeMap<OwnedUserId, BTreeMap<String, String>> = args
         .body
         .one_time_keys
@@ -156,6 +160,8 @@ async fn upload_signature(server: Homeserver, args: Args<upload_signatures::v3::
 async fn send_to_device(server: Homeserver, args: Args<send_event_to_device::v3::Request>) -> ApiResult<send_event_to_device::v3::Response> {
     let session = args.session()?;
     let request = &args.body;
+    let count = request.messages.values().map(BTreeMap::len).sum();
+    limits::check_count(count, server.config.limits.max_to_device_messages, "to-device messages")?;
     let mut messages = BTreeMap::new();
     for (user, devices) in &request.messages {
         let devices = devices.iter().map(|(device, content)| Ok((device.clone(), json_of(content)?))).collect::<ApiResult<_>>()?;

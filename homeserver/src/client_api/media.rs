@@ -84,10 +84,6 @@ const INLINE_CONTENT_TYPES: &[&str] = &[
     "audio/x-flac",
 ];
 
-/// What the spec recommends for media: no scripts, no plugins but PDF.
-const CONTENT_SECURITY_POLICY: &str =
-    "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';";
-
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 pub fn routes(router: Router<Homeserver>) -> Router<Homeserver> {
@@ -249,10 +245,9 @@ fn edge(pixels: UInt) -> u32 {
     u32::try_from(u64::from(pixels)).unwrap_or(u32::MAX)
 }
 
-/// The response for media bytes, with the headers that keep a browser
-/// from treating an upload as part of this site: a safe
-/// `Content-Disposition`, a sandboxing CSP, and CORP so web clients of
-/// other origins may still embed it.
+/// The response for media bytes, with a `Content-Disposition` that keeps a
+/// browser from treating an upload as part of this site (the sandboxing
+/// CSP and CORP come with every media response: `http::security_headers`).
 fn media_response(content: Content, filename: Option<String>) -> Response {
     let content_type = content
         .content_type
@@ -265,8 +260,6 @@ fn media_response(content: Content, filename: Option<String>) -> Response {
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.size));
     headers.insert(header::CONTENT_DISPOSITION, disposition);
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(ruma::http_headers::CROSS_ORIGIN_RESOURCE_POLICY, HeaderValue::from_static("cross-origin"));
     response
 }
 

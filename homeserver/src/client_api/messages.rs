@@ -92,7 +92,9 @@ async fn get_event(server: Homeserver, args: Args<get_room_event::v3::Request>) 
     let db = server.db.room_shard(room_id);
     let not_found = || ApiError::not_found("Event not found");
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
-    access.readable_upto(storage::stream::current(db).await?)?;
+    // The spec's answer for an event the caller may not see, in a room they
+    // never joined too: 404, which does not tell whether the room exists.
+    access.readable_upto(storage::stream::current(db).await?).map_err(|_| not_found())?;
     let event = events::event(db, room_id, &args.body.event_id).await?.ok_or_else(not_found)?;
     let event = access.filter(&session.user_id, vec![event]).pop().ok_or_else(not_found)?;
     Ok(get_room_event::v3::Response::new(event.to_client(Some((&session.user_id, &session.device_id))).raw()))
@@ -121,6 +123,7 @@ struct PageQuery<'a> {
 /// filter wants.
 async fn paginate(server: &Homeserver, room_id: &RoomId, viewer: &UserId, access: &HistoryAccess, query: PageQuery<'_>) -> ApiResult<Page> {
     let PageQuery { dir, from, bound, limit, filter: wanted } = query;
+    filter::check_size(wanted, server.config.limits.max_filter_entries)?;
     let db = server.db.room_shard(room_id);
     let mut events = Vec::new();
     let mut cursor = from;
@@ -214,7 +217,8 @@ async fn context(server: Homeserver, args: Args<get_context::v3::Request>) -> Ap
     let db = server.db.room_shard(room_id);
     let not_found = || ApiError::not_found("Event not found");
     let access = HistoryAccess::load(db, room_id, &session.user_id).await?;
-    let upto = access.readable_upto(storage::stream::current(db).await?)?;
+    // 404 as in `get_event`.
+    let upto = access.readable_upto(storage::stream::current(db).await?).map_err(|_| not_found())?;
     let event = events::event(db, room_id, &request.event_id).await?.ok_or_else(not_found)?;
     let event = access.filter(&session.user_id, vec![event]).pop().ok_or_else(not_found)?;
 

@@ -15,7 +15,7 @@ use ruma::{
 use serde_json::{Map, Value as JsonValue, json};
 
 use crate::{
-    http::{ApiError, ApiResult, Args, RouterExt, Session},
+    http::{ApiError, ApiResult, Args, RouterExt, Session, limits},
     rooms::{NewEvent, RoomWriter, membership::{MembershipRequest, member_content}},
     server::Homeserver,
     storage::aliases,
@@ -61,8 +61,12 @@ async fn create_room(server: Homeserver, args: Args<create_room::v3::Request>) -
 /// Claims `#name:server` for the new room; `M_ROOM_IN_USE` when taken,
 /// `M_EXCLUSIVE` inside another's appservice namespace.
 async fn reserve_alias(server: &Homeserver, name: &str, room_id: &RoomId, creator: &Session) -> ApiResult<OwnedRoomAliasId> {
-    let alias = RoomAliasId::parse(format!("#{name}:{}", server.server_name()))
-        .map_err(|_| ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, "Invalid room alias name"))?;
+    let invalid = || ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, "Invalid room alias name");
+    // ruma's parser does not hold aliases to the spec's length.
+    let alias = RoomAliasId::parse(format!("#{name}:{}", server.server_name())).map_err(|_| invalid())?;
+    if alias.as_str().len() > limits::MAX_ID_BYTES {
+        return Err(invalid());
+    }
     server.appservices.ensure_alias_unclaimed(alias.as_str(), creator.appservice.as_deref())?;
     if !aliases::add(server.db.alias_shard(&alias), &alias, room_id, &creator.user_id).await? {
         return Err(ApiError::new(http::StatusCode::BAD_REQUEST, ErrorKind::RoomInUse, "Room alias already taken"));

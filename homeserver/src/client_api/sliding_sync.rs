@@ -51,7 +51,7 @@ async fn sync(server: Homeserver, args: Args<v5::Request>) -> ApiResult<v5::Resp
             return sliding::finish(&server, &connection, update, &upto).await;
         }
         let waiting = server.metrics.sync.start_waiting();
-        let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
+        let woken = server.long_poll(deadline, notified).await;
         waiting.end(woken);
         notified = subscription.notified();
         upto = SyncToken::current(&server).await?;

@@ -36,6 +36,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         Some(Filter::FilterId(id)) => filter::resolve(&server, &session.user_id, id).await?,
         Some(_) => FilterDefinition::default(),
     };
+    filter::check_size(&definition, server.config.limits.max_filter_entries)?;
     if request.set_presence != PresenceState::Offline {
         crate::presence::set(&server, &session.user_id, &request.set_presence, StatusMsg::Keep).await?;
     }
@@ -62,7 +63,7 @@ async fn sync(server: Homeserver, args: Args<sync_events::v3::Request>) -> ApiRe
         // Nothing new for this user up to `upto`: wait from there.
         since = Some(upto);
         let waiting = server.metrics.sync.start_waiting();
-        let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
+        let woken = server.long_poll(deadline, notified).await;
         waiting.end(woken);
         if !woken {
             let upto = SyncToken::current(&server).await?;
@@ -97,6 +98,7 @@ async fn create(server: Homeserver, args: Args<create_filter::v3::Request>) -> A
     if args.body.user_id != session.user_id {
         return Err(ApiError::forbidden("You may only create filters for yourself"));
     }
+    filter::check_size(&args.body.filter, server.config.limits.max_filter_entries)?;
     let json = serde_json::to_value(&args.body.filter)?;
     let id = account_data::add_filter(server.db.user_shard(&session.user_id), &session.user_id, &json).await?;
     Ok(create_filter::v3::Response::new(id.to_string()))

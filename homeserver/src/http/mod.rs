@@ -3,8 +3,10 @@
 pub mod auth;
 pub mod client_address;
 pub mod error;
+pub mod limits;
 pub mod router;
 pub mod ruma;
+pub mod security_headers;
 
 pub use self::{
     auth::Session,

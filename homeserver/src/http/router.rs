@@ -8,7 +8,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use super::error::ApiError;
+use super::{error::ApiError, security_headers};
 use crate::{client_api, metrics, server::Homeserver};
 
 pub fn build(server: Homeserver) -> Router {
@@ -26,5 +26,7 @@ pub fn build(server: Homeserver) -> Router {
         .layer(TraceLayer::new_for_http())
         // Web clients (Element Web) call from another origin.
         .layer(CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any))
+        // Outermost, so CORS preflights and caught panics carry them too.
+        .layer(middleware::from_fn(security_headers::add))
         .with_state(server)
 }

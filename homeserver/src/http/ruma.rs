@@ -23,6 +23,7 @@ use super::{
     auth::{Session, authenticate, bearer_token},
     client_address::client_address,
     error::{ApiError, ApiResult},
+    limits,
 };
 use crate::{
     rate_limit::{Class, address_key},
@@ -125,6 +126,8 @@ where
             (_, Some(token)) => Some(authenticate(server, &token, parts.uri.query()).await?),
         };
         rate_limit::<R>(server, &parts, session.as_ref()).await?;
+        limits::check_path_params(&path_args)?;
+        limits::check_json_depth(&bytes, server.config.limits.max_json_depth)?;
 
         // An empty body on a JSON endpoint means `{}` (clients send that for
         // POSTs without parameters).

@@ -11,7 +11,7 @@ use ruma::{
     canonical_json::{redact, to_canonical_value},
     events::TimelineEventType,
     room_version_rules::RoomVersionRules,
-    signatures::{hash_and_sign_event, reference_hash},
+    signatures::{JsonError, hash_and_sign_event, reference_hash},
     state_res,
 };
 use serde_json::Value as JsonValue;
@@ -19,13 +19,13 @@ use sqlx::{Postgres, Transaction};
 
 use super::pdu::{ClientEvent, Pdu};
 use crate::{
-    http::{ApiError, ApiResult},
+    http::{
+        ApiError, ApiResult,
+        limits::{self, MAX_EVENT_BYTES},
+    },
     server::Homeserver,
     storage::{self, events, memberships},
 };
-
-/// The spec's limit on an event's size, signatures and hashes included.
-const MAX_PDU_BYTES: usize = 65_535;
 
 /// An event a local user wants to add to a room.
 #[derive(Clone, Debug)]
@@ -159,6 +159,10 @@ impl<'s> RoomWriter<'s> {
         if !new.content.is_object() {
             return Err(ApiError::bad_json("Event content must be a JSON object"));
         }
+        limits::check_event_field("type", &new.kind.to_string())?;
+        if let Some(state_key) = &new.state_key {
+            limits::check_event_field("state_key", state_key)?;
+        }
         let content = to_canonical_value(&new.content)
             .map_err(|err| ApiError::bad_json(format!("Event content is not canonical JSON: {err}")))?;
         let mut auth_events: Vec<String> = auth_pdus.iter().map(|pdu| pdu.event_id.to_string()).collect();
@@ -181,13 +185,17 @@ impl<'s> RoomWriter<'s> {
             object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
         }
 
-        hash_and_sign_event(self.server.server_name().as_str(), &self.server.signing_key, &mut object, &self.rules.redaction)
-            .map_err(|err| ApiError::Internal(anyhow::anyhow!("signing event: {err}")))?;
+        // The content hash is taken over the event without signatures: an
+        // event over the limit fails already here.
+        hash_and_sign_event(self.server.server_name().as_str(), &self.server.signing_key, &mut object, &self.rules.redaction).map_err(|err| match err {
+            JsonError::PduTooLarge => too_large(),
+            err => ApiError::Internal(anyhow::anyhow!("signing event: {err}")),
+        })?;
         let hash = reference_hash(&object, &self.rules).map_err(|err| ApiError::Internal(anyhow::anyhow!("hashing event: {err}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|err| ApiError::Internal(err.into()))?;
         let text = serde_json::to_string(&object)?;
-        if text.len() > MAX_PDU_BYTES {
-            return Err(ApiError::too_large(format!("Event is larger than {MAX_PDU_BYTES} bytes")));
+        if text.len() > MAX_EVENT_BYTES {
+            return Err(too_large());
         }
         let json = serde_json::to_value(&object)?;
         let pdu = Pdu::from_json(event_id, &text)?;
@@ -292,6 +300,11 @@ impl<'s> RoomWriter<'s> {
 /// The rules of a room version this server implements.
 pub fn rules_of(version: &RoomVersionId) -> ApiResult<RoomVersionRules> {
     version.rules().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no rules for room version {version}")))
+}
+
+/// 413 `M_TOO_LARGE`: the event with its envelope is over the spec's limit.
+fn too_large() -> ApiError {
+    ApiError::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes"))
 }
 
 /// Checks the event against the authorization rules with the room's current

@@ -28,6 +28,7 @@ pub struct Reply {
     pub method: Method,
     pub path: String,
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     /// The body as JSON; `Value::Null` when it is not JSON.
     pub body: Value,
     pub text: String,
@@ -79,10 +80,10 @@ impl Api {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
         let response = request.send().await.unwrap_or_else(|err| panic!("{method} {path}: {err}"));
-        let status = response.status();
+        let (status, headers) = (response.status(), response.headers().clone());
         let text = response.text().await.unwrap_or_else(|err| panic!("{method} {path}: reading the body: {err}"));
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { method, path: path.to_owned(), status, body, text }
+        Reply { method, path: path.to_owned(), status, headers, body, text }
     }
 }
 
@@ -184,6 +185,11 @@ impl Reply {
             .any(|flow| flow["stages"].as_array().is_some_and(|stages| stages.iter().any(|s| s == stage)));
         assert!(offered, "no flow offers {stage}: {self}");
         self.str("session")
+    }
+
+    /// A response header as text; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     pub fn errcode(&self) -> Option<&str> {
